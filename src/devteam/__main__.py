@@ -1,0 +1,3 @@
+from devteam.cli import app
+
+app(prog_name="devteam")

@@ -1,0 +1,59 @@
+"""`create_app(settings)`: the FastAPI application with its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from devteam import __version__
+from devteam.api.errors import install_error_handlers
+from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
+from devteam.api.routes import health
+from devteam.observability.logging import get_logger
+from devteam.services import open_services
+from devteam.settings import AppConfig, Settings, load_config
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings, config: AppConfig | None = None) -> FastAPI:
+    """Build the app; storage and broker open when it starts and close when it stops."""
+    app_config = config if config is not None else load_config(settings.config_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings, app_config) as services:
+            app.state.services = services
+            log.info(
+                "devteam started",
+                database=services.store.db.dialect,
+                broker=services.broker.kind,
+                env=settings.env,
+            )
+            yield
+        log.info("devteam stopped")
+
+    app = FastAPI(
+        title="DevTeam",
+        version=__version__,
+        summary="Run an AI development team: submit tasks, follow them live, get typed results.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last, so it is outermost: every response, errors included, gets its id.
+    app.add_middleware(EdgeMiddleware, hsts=settings.hsts)
+    return app

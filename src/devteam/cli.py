@@ -1,0 +1,110 @@
+"""The `devteam` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from devteam.domain.errors import ConfigError
+from devteam.observability.logging import configure_logging
+from devteam.settings import AppConfig, Settings, load_config, load_settings
+
+app = typer.Typer(
+    name="devteam",
+    help="DevTeam: run an AI development team.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line to stderr and exit."""
+    typer.echo(f"devteam: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load(**overrides: Any) -> tuple[Settings, AppConfig]:
+    """Settings and YAML config, or a one-line reason and exit code 2."""
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        config = load_config(settings.config_dir)
+    except ConfigError as exc:
+        fail(exc.message)
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "json" if settings.is_production else "console"
+    configure_logging(level=settings.log_level, fmt=fmt)
+    return settings, config
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option("--migrate/--no-migrate", help="Apply database migrations at start."),
+    ] = None,
+) -> None:
+    """Start the API (embedded defaults: SQLite and the in-process broker)."""
+    import uvicorn
+
+    from devteam.app import create_app
+
+    settings, config = load(host=host, port=port, migrate_on_start=migrate)
+    try:
+        application = create_app(settings, config)
+    except ConfigError as exc:
+        fail(exc.message)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            proxy_headers=True,
+            server_header=False,
+            ws_max_size=1024 * 1024,
+        )
+    )
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations up to REVISION (default: the latest)."""
+    from devteam.storage import Database
+    from devteam.storage.migrate import current_revision, upgrade
+
+    settings, _ = load()
+
+    async def run() -> str | None:
+        db = Database(settings.database_url)
+        try:
+            await upgrade(db, revision)
+            return await current_revision(db)
+        finally:
+            await db.close()
+
+    try:
+        current = asyncio.run(run())
+    except Exception as exc:
+        fail(f"migration failed: {type(exc).__name__}: {exc}", code=1)
+    typer.echo(f"database at revision {current}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from devteam import __version__
+
+    typer.echo(__version__)

@@ -1,0 +1,50 @@
+"""Events: the append-only history of a root task, numbered 1..N without gaps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EventType(StrEnum):
+    TASK_CREATED = "task.created"
+    TASK_PLANNED = "task.planned"
+    TASK_AWAITING_APPROVAL = "task.awaiting_approval"
+    TASK_APPROVED = "task.approved"
+    RULE_DECISION = "rule.decision"
+    TASK_DELEGATED = "task.delegated"
+    TASK_STARTED = "task.started"
+    TASK_PROGRESS = "task.progress"
+    TOOL_CALL = "tool.call"
+    TASK_RETRYING = "task.retrying"
+    TASK_COMPLETED = "task.completed"
+    TASK_FAILED = "task.failed"
+    TASK_CANCELLED = "task.cancelled"
+
+
+class NewEvent(BaseModel):
+    """An event about to be appended; storage assigns `id`, `seq` and `ts`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: EventType
+    subtask_id: UUID | None = None
+    """The subtask the event is about, or None when it is about the root task."""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    task_id: UUID
+    """The root task."""
+    subtask_id: UUID | None
+    seq: int
+    type: EventType
+    data: dict[str, Any]
+    ts: datetime

@@ -1,0 +1,291 @@
+"""Tasks: what a user submits (TaskRequest) and what the service keeps (Task)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from devteam.domain.enums import AgentType, Phase, TaskStatus
+
+METADATA_MAX_BYTES = 16 * 1024
+MAX_SUBTASKS = 50
+
+TaskText = Annotated[str, Field(min_length=10, max_length=10_000)]
+Complexity = Annotated[StrictInt, Field(ge=1, le=10)]
+Priority = Annotated[StrictInt, Field(ge=1, le=10)]
+TaskType = Annotated[str, Field(min_length=1, max_length=100)]
+Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ProjectId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+DEFAULT_PHASE: dict[AgentType, Phase] = {
+    AgentType.RESEARCH: Phase.RESEARCH,
+    AgentType.CODEBASE_ANALYZER: Phase.ANALYSIS,
+    AgentType.FRONTEND: Phase.IMPLEMENTATION,
+    AgentType.BACKEND: Phase.IMPLEMENTATION,
+}
+
+
+def _strip_text(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _reserved_keys(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        found = [f"{path}{k}" for k in value if isinstance(k, str) and k.startswith("__")]
+        for k, v in value.items():
+            found += _reserved_keys(v, f"{path}{k}.")
+        return found
+    if isinstance(value, list):
+        return [hit for i, v in enumerate(value) for hit in _reserved_keys(v, f"{path}{i}.")]
+    return []
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: Annotated[StrictInt, Field(gt=0)] | None = None
+    """Input plus output tokens over every LLM request of the task and its subtasks."""
+    max_cost_usd: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    """Wall time of the whole task, from submission to its end."""
+
+
+class SubtaskRequest(BaseModel):
+    """One step of an explicit plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: Key
+    agent_type: AgentType
+    task: TaskText
+    complexity: Complexity
+    task_type: TaskType | None = None
+    priority: Priority | None = None
+    """Defaults to the parent's priority."""
+    phase: Phase | None = None
+    """Defaults from the agent type: research, analysis, or implementation."""
+    depends_on: Annotated[list[Key], Field(max_length=MAX_SUBTASKS)] = Field(default_factory=list)
+
+    _strip = field_validator("task", mode="before")(_strip_text)
+
+    @property
+    def effective_phase(self) -> Phase:
+        return self.phase or DEFAULT_PHASE[self.agent_type]
+
+
+SubtaskList = Annotated[list[SubtaskRequest], Field(min_length=1, max_length=MAX_SUBTASKS)]
+
+
+class TaskRequest(BaseModel):
+    """The body of `POST /api/v1/tasks`, validated exactly as API.md lists."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "Add a /healthz endpoint to the orders service with a test",
+                    "complexity": 3,
+                    "task_type": "feature",
+                    "project_id": "orders-service",
+                }
+            ]
+        },
+    )
+
+    task: TaskText
+    complexity: Complexity
+    task_type: TaskType = "feature"
+    agent_type: AgentType | None = None
+    """Omitted: the TeamLeader decides."""
+    priority: Priority = 5
+    project_id: ProjectId | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free-form, at most 16 KiB as JSON; keys starting `__` are refused."""
+    subtasks: SubtaskList | None = None
+    budget: Budget | None = None
+    require_approval: StrictBool = False
+
+    _strip = field_validator("task", mode="before")(_strip_text)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if reserved := _reserved_keys(value):
+            raise ValueError(f"keys starting with '__' are reserved: {', '.join(reserved[:5])}")
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}")
+        return value
+
+    @model_validator(mode="after")
+    def _plan_is_a_dag(self) -> TaskRequest:
+        if self.subtasks is not None:
+            check_plan_graph([(s.key, s.depends_on) for s in self.subtasks])
+        return self
+
+
+def check_plan_graph(steps: list[tuple[str, list[str]]]) -> None:
+    """Refuse duplicate keys, unknown or self dependencies, and cycles (ValueError)."""
+    seen: set[str] = set()
+    for key, _ in steps:
+        if key in seen:
+            raise ValueError(f"subtask key {key!r} is used twice")
+        seen.add(key)
+    graph = dict(steps)
+    for key, deps in steps:
+        for dep in deps:
+            if dep not in graph:
+                raise ValueError(f"subtask {key!r} depends on unknown key {dep!r}")
+            if dep == key:
+                raise ValueError(f"subtask {key!r} depends on itself")
+    if cycle := find_cycle(graph):
+        raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle of `graph` as a path that returns to its start, or None."""
+    # Depth-first search with colours: meeting a grey node (on the path) closes a cycle.
+    colour: dict[str, int] = dict.fromkeys(graph, 0)
+    for start in graph:
+        if colour[start]:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = []
+        while stack:
+            node, index = stack.pop()
+            if index == 0:
+                colour[node] = 1
+                path.append(node)
+            deps = graph[node]
+            if index < len(deps):
+                stack.append((node, index + 1))
+                dep = deps[index]
+                if colour[dep] == 1:
+                    return [*path[path.index(dep) :], dep]
+                if colour[dep] == 0:
+                    stack.append((dep, 0))
+            else:
+                colour[node] = 2
+                path.pop()
+    return None
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            tool_calls=self.tool_calls + other.tool_calls,
+            cost_usd=round(self.cost_usd + other.cost_usd, 8),
+        )
+
+
+class TaskError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class TaskSummary(BaseModel):
+    """A subtask as listed inside its parent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    key: str | None
+    status: TaskStatus
+    agent_type: AgentType | None
+    phase: Phase | None
+    complexity: int
+    attempt: int
+    depends_on: list[UUID]
+    error: TaskError | None
+    usage: Usage
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Task(BaseModel):
+    """A task as stored: a root task or one of its subtasks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    parent_id: UUID | None
+    root_id: UUID
+    key: str | None
+    status: TaskStatus
+    agent_type: AgentType | None
+    task_type: str
+    task: str
+    complexity: int
+    priority: int
+    project_id: str | None
+    metadata: dict[str, Any]
+    phase: Phase | None
+    depends_on: list[UUID]
+    require_approval: bool
+    budget: Budget | None
+    attempt: int
+    version: int
+    created_by: UUID
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: TaskError | None
+    usage: Usage
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    not_before: datetime | None = None
+    queued_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+    def summary(self) -> TaskSummary:
+        return TaskSummary(
+            id=self.id,
+            key=self.key,
+            status=self.status,
+            agent_type=self.agent_type,
+            phase=self.phase,
+            complexity=self.complexity,
+            attempt=self.attempt,
+            depends_on=self.depends_on,
+            error=self.error,
+            usage=self.usage,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )

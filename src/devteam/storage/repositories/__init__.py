@@ -1,0 +1,1 @@
+"""Typed repositories: the only place that writes SQL."""

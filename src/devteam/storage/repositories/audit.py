@@ -1,0 +1,43 @@
+"""The audit log: append-only; there is no update or delete here by design."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from devteam.domain.audit import AuditEntry, NewAuditEntry
+from devteam.storage.repositories._base import Repository
+from devteam.storage.tables import audit_log
+from devteam.storage.types import utcnow
+
+
+class AuditRepository(Repository):
+    async def append(self, entry: NewAuditEntry) -> None:
+        await self.conn.execute(
+            sa.insert(audit_log).values(ts=utcnow(), **entry.model_dump(mode="json"))
+        )
+
+    async def list(
+        self,
+        *,
+        actor: str | None = None,
+        actor_id: UUID | None = None,
+        action: str | None = None,
+        resource_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[AuditEntry]:
+        """Newest first; pass the last `id` seen as `before_id` for the next page."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if actor is not None:
+            query = query.where(audit_log.c.actor == actor)
+        if actor_id is not None:
+            query = query.where(audit_log.c.actor_id == actor_id)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        if resource_id is not None:
+            query = query.where(audit_log.c.resource_id == resource_id)
+        if before_id is not None:
+            query = query.where(audit_log.c.id < before_id)
+        return [AuditEntry.model_validate(row._mapping) for row in await self.conn.execute(query)]

@@ -1,0 +1,64 @@
+"""Users."""
+
+from __future__ import annotations
+
+import uuid
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from devteam.domain.enums import Role
+from devteam.domain.errors import Conflict
+from devteam.domain.users import User, UserWithSecret
+from devteam.storage.repositories._base import Repository
+from devteam.storage.tables import users
+from devteam.storage.types import utcnow
+
+_PUBLIC = [c for c in users.c if c.name != "password_hash"]
+
+
+class UserRepository(Repository):
+    async def create(self, username: str, password_hash: str, role: Role) -> User:
+        now = utcnow()
+        values = {
+            "id": uuid.uuid4(),
+            "username": username,
+            "password_hash": password_hash,
+            "role": role.value,
+            "is_active": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(sa.insert(users).values(values))
+        except IntegrityError:
+            raise Conflict(f"user {username!r} already exists") from None
+        return User.model_validate(values)
+
+    async def get(self, user_id: UUID) -> User | None:
+        row = (await self.conn.execute(sa.select(*_PUBLIC).where(users.c.id == user_id))).first()
+        return User.model_validate(row._mapping) if row else None
+
+    async def get_with_secret(self, username: str) -> UserWithSecret | None:
+        query = sa.select(users).where(users.c.username == username)
+        row = (await self.conn.execute(query)).first()
+        return UserWithSecret.model_validate(row._mapping) if row else None
+
+    async def list(self, *, limit: int = 100, after_username: str | None = None) -> list[User]:
+        query = sa.select(*_PUBLIC).order_by(users.c.username).limit(limit)
+        if after_username is not None:
+            query = query.where(users.c.username > after_username)
+        return [User.model_validate(row._mapping) for row in await self.conn.execute(query)]
+
+    async def set_role(self, user_id: UUID, role: Role) -> User | None:
+        await self.conn.execute(
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(role=role.value, updated_at=utcnow())
+        )
+        return await self.get(user_id)
+
+    async def count(self) -> int:
+        return int(await self.conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)

@@ -1,0 +1,215 @@
+"""The storage contract, run against SQLite and a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from devteam.domain.audit import AuditOutcome, NewAuditEntry
+from devteam.domain.enums import Role, TaskStatus
+from devteam.domain.errors import Conflict, NotFound
+from devteam.domain.events import EventType, NewEvent
+from devteam.domain.tasks import Budget, TaskError, Usage
+from devteam.storage import Store
+from devteam.storage.migrate import current_revision, head_revision
+from devteam.storage.types import utcnow
+from tests.factories import create_root_task, create_user, make_task
+
+
+async def test_schema_is_at_the_latest_revision(store: Store) -> None:
+    assert await current_revision(store.db) == head_revision()
+
+
+async def test_users_are_unique_by_name(store: Store) -> None:
+    user = await create_user(store, "ada", Role.ADMIN)
+    with pytest.raises(Conflict):
+        await create_user(store, "ada")
+    async with store.read() as tx:
+        fetched = await tx.users.get(user.id)
+        with_secret = await tx.users.get_with_secret("ada")
+        assert await tx.users.count() == 1
+    assert fetched == user
+    assert with_secret is not None
+    assert with_secret.password_hash == "not-a-real-hash"
+    assert fetched.created_at.tzinfo is not None
+
+
+async def test_a_failed_insert_keeps_the_rest_of_the_transaction(store: Store) -> None:
+    await create_user(store, "ada")
+    async with store.transaction() as tx:
+        with pytest.raises(Conflict):
+            await tx.users.create("ada", "x", Role.VIEWER)
+        await tx.users.create("grace", "x", Role.VIEWER)
+    async with store.read() as tx:
+        assert [u.username for u in await tx.users.list()] == ["ada", "grace"]
+
+
+async def test_tasks_round_trip_every_field(store: Store) -> None:
+    user = await create_user(store)
+    root = make_task(
+        user.id,
+        metadata={"ticket": "OPS-1", "nested": {"a": [1, 2]}},
+        budget=Budget(max_tokens=1000, max_cost_usd=0.5),
+        require_approval=True,
+        error=TaskError(code="timeout", message="too slow"),
+        usage=Usage(requests=2, input_tokens=10, output_tokens=5, tool_calls=1, cost_usd=0.25),
+        status=TaskStatus.FAILED,
+    )
+    child = make_task(
+        user.id, parent_id=root.id, root_id=root.id, key="research", depends_on=[root.id]
+    )
+    async with store.transaction() as tx:
+        await tx.tasks.insert_many([root, child])
+    async with store.read() as tx:
+        assert await tx.tasks.get(root.id) == root
+        assert await tx.tasks.children(root.id) == [child]
+        assert await tx.tasks.get(uuid.uuid4()) is None
+
+
+async def test_events_are_numbered_from_one(store: Store) -> None:
+    user = await create_user(store)
+    root = await create_root_task(store, user)
+    async with store.transaction() as tx:
+        first = await tx.events.append(root.id, [NewEvent(type=EventType.TASK_CREATED)])
+        more = await tx.events.append(
+            root.id,
+            [
+                NewEvent(type=EventType.TASK_PLANNED, data={"subtasks": 2}),
+                NewEvent(type=EventType.TASK_DELEGATED, subtask_id=root.id),
+            ],
+        )
+    assert [e.seq for e in first + more] == [1, 2, 3]
+    async with store.read() as tx:
+        replay = await tx.events.list_after(root.id, after=1)
+        assert await tx.events.last_seq(root.id) == 3
+    assert [(e.seq, e.type, e.data) for e in replay] == [
+        (2, EventType.TASK_PLANNED, {"subtasks": 2}),
+        (3, EventType.TASK_DELEGATED, {}),
+    ]
+
+
+async def test_appending_to_an_unknown_task_is_not_found(store: Store) -> None:
+    async with store.transaction() as tx:
+        with pytest.raises(NotFound):
+            await tx.events.append(uuid.uuid4(), [NewEvent(type=EventType.TASK_CREATED)])
+
+
+async def test_a_rolled_back_append_leaves_no_gap(store: Store) -> None:
+    user = await create_user(store)
+    root = await create_root_task(store, user)
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.events.append(root.id, [NewEvent(type=EventType.TASK_CREATED)])
+            raise RuntimeError("abort")
+    async with store.transaction() as tx:
+        (event,) = await tx.events.append(root.id, [NewEvent(type=EventType.TASK_CREATED)])
+    assert event.seq == 1
+
+
+async def test_concurrent_appends_get_every_number_once(store: Store) -> None:
+    user = await create_user(store)
+    root = await create_root_task(store, user)
+    other = await create_root_task(store, user)
+
+    async def append(root_id: uuid.UUID, n: int) -> list[int]:
+        async with store.transaction() as tx:
+            appended = await tx.events.append(
+                root_id, [NewEvent(type=EventType.TASK_PROGRESS, data={"i": i}) for i in range(n)]
+            )
+            await asyncio.sleep(0)  # let other appenders interleave
+            return [e.seq for e in appended]
+
+    results = await asyncio.gather(
+        *(append(root.id, 1 + i % 3) for i in range(40)),
+        *(append(other.id, 1) for _ in range(10)),
+    )
+    seen = sorted(seq for chunk in results[:40] for seq in chunk)
+    assert seen == list(range(1, len(seen) + 1))
+    for chunk in results[:40]:
+        assert chunk == list(range(chunk[0], chunk[0] + len(chunk)))  # a batch is contiguous
+    async with store.read() as tx:
+        stored = [e.seq for e in await tx.events.list_after(root.id, limit=1000)]
+        other_stored = [e.seq for e in await tx.events.list_after(other.id)]
+    assert stored == seen
+    assert other_stored == list(range(1, 11))
+
+
+async def test_refresh_tokens_are_used_once(store: Store) -> None:
+    user = await create_user(store)
+    family = uuid.uuid4()
+    token_id = uuid.uuid4()
+    now = utcnow()
+    async with store.transaction() as tx:
+        await tx.refresh_tokens.insert(
+            token_id=token_id,
+            jti_hash="a" * 64,
+            family_id=family,
+            user_id=user.id,
+            issued_at=now,
+            expires_at=now + timedelta(days=7),
+        )
+
+    async def use() -> bool:
+        async with store.transaction() as tx:
+            return await tx.refresh_tokens.mark_used(token_id, uuid.uuid4())
+
+    outcomes = await asyncio.gather(*(use() for _ in range(5)))
+    assert sorted(outcomes) == [False, False, False, False, True]
+    async with store.transaction() as tx:
+        assert await tx.refresh_tokens.revoke_family(family) == 1
+        record = await tx.refresh_tokens.get_by_jti_hash("a" * 64)
+    assert record is not None
+    assert record.used_at is not None
+    assert record.revoked_at is not None
+
+
+async def test_audit_log_pages_newest_first(store: Store) -> None:
+    async with store.transaction() as tx:
+        for i in range(5):
+            await tx.audit.append(
+                NewAuditEntry(
+                    action="auth.login" if i % 2 else "task.submit",
+                    outcome=AuditOutcome.SUCCESS,
+                    actor="ada",
+                    details={"i": i},
+                )
+            )
+    async with store.read() as tx:
+        page = await tx.audit.list(limit=2)
+        rest = await tx.audit.list(limit=10, before_id=page[-1].id)
+        logins = await tx.audit.list(action="auth.login")
+    assert [e.details["i"] for e in page + rest] == [4, 3, 2, 1, 0]
+    assert [e.details["i"] for e in logins] == [3, 1]
+
+
+async def test_idempotency_keys_expire(store: Store) -> None:
+    user = await create_user(store)
+    task = await create_root_task(store, user)
+    async with store.transaction() as tx:
+        await tx.idempotency.put(user.id, "k1", "h" * 64, task.id, timedelta(hours=24))
+        await tx.idempotency.put(user.id, "old", "h" * 64, task.id, timedelta(seconds=-1))
+    async with store.transaction() as tx:
+        record = await tx.idempotency.get(user.id, "k1")
+        assert await tx.idempotency.get(user.id, "old") is None
+        # An expired key can be used again.
+        await tx.idempotency.put(user.id, "old", "g" * 64, task.id, timedelta(hours=1))
+        assert await tx.idempotency.delete_expired() == 0
+    assert record is not None
+    assert record.task_id == task.id
+
+
+async def test_migrations_build_exactly_the_declared_tables(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from devteam.storage.tables import metadata
+
+    def diff(sync_conn: object) -> list[object]:
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": True})  # type: ignore[arg-type]
+        return list(compare_metadata(context, metadata))
+
+    async with store.db.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
