@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from devteam.broker.memory import MemoryBroker
 from devteam.broker.protocol import Broker
@@ -18,7 +17,6 @@ from devteam.observability.logging import configure_logging
 from devteam.settings import Settings
 from devteam.storage import Database, Store
 from devteam.storage.migrate import upgrade
-from devteam.storage.tables import metadata
 from tests import servers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,21 +82,13 @@ def redis_prefix() -> Iterator[str]:
         servers.delete_redis_prefix(prefix)
 
 
-async def _truncate_postgres(url: str) -> None:
-    db = Database(url)
-    names = ", ".join(table.name for table in metadata.sorted_tables)
-    async with db.transaction() as conn:
-        await conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
-    await db.close()
-
-
 @pytest.fixture(params=STORAGE_BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """A migrated, empty database; tests using it run on SQLite and on Postgres."""
     if request.param == "sqlite":
         return servers.copy_sqlite(sqlite_template, tmp_path / "devteam.db")
     url: str = request.getfixturevalue("postgres_url")
-    asyncio.run(_truncate_postgres(url))
+    servers.truncate_postgres(url)
     return url
 
 

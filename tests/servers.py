@@ -95,3 +95,19 @@ def delete_redis_prefix(prefix: str) -> None:
 def copy_sqlite(template: Path, target: Path) -> str:
     shutil.copyfile(template, target)
     return f"sqlite+aiosqlite:///{target}"
+
+
+def truncate_postgres(url: str) -> None:
+    """Empty every table of the database at `url` (a SQLAlchemy URL)."""
+    from devteam.storage.tables import metadata
+
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(asyncpg_url(url), timeout=5)
+        try:
+            await conn.execute(f"TRUNCATE {names} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -42,13 +42,14 @@ class _Queue:
     in_flight: dict[str, _Lease] = field(default_factory=dict)
     deadlines: list[tuple[float, str]] = field(default_factory=list)
     """Heap of (deadline, id); entries whose lease moved on are skipped lazily."""
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 class MemoryWorkQueue:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
         self._ids = itertools.count(1)
+        # One condition for every queue: a waiter may listen to several queues at once.
+        self._changed = asyncio.Condition()
 
     def _queue(self, name: str) -> _Queue:
         if (q := self._queues.get(name)) is None:
@@ -62,11 +63,12 @@ class MemoryWorkQueue:
             message = _Message(id=str(next(self._ids)), payload=payload)
             q.ready.append(message)
             ids.append(message.id)
-        async with q.changed:
-            q.changed.notify(len(ids))
+        async with self._changed:
+            self._changed.notify_all()
         return ids
 
-    def _reclaim_expired(self, q: _Queue, now: float) -> float | None:
+    @staticmethod
+    def _reclaim_expired(q: _Queue, now: float) -> float | None:
         """Move timed-out messages back to the front; return the next deadline."""
         expired: list[_Message] = []
         while q.deadlines and q.deadlines[0][0] <= now:
@@ -81,30 +83,36 @@ class MemoryWorkQueue:
 
     async def receive(
         self,
-        queue: str,
+        queues: Sequence[str],
         consumer: str,
         *,
         max_messages: int = 1,
         wait: float = 1.0,
         visibility_timeout: float = 30.0,
     ) -> list[QueueMessage]:
-        q = self._queue(queue)
         give_up = time.monotonic() + wait
-        async with q.changed:
+        async with self._changed:
             while True:
                 now = time.monotonic()
-                next_deadline = self._reclaim_expired(q, now)
-                if q.ready:
-                    taken: list[QueueMessage] = []
+                taken: list[QueueMessage] = []
+                next_deadline: float | None = None
+                for name in queues:
+                    q = self._queue(name)
+                    deadline = self._reclaim_expired(q, now)
+                    if deadline is not None:
+                        next_deadline = min(deadline, next_deadline or deadline)
                     while q.ready and len(taken) < max_messages:
                         message = q.ready.popleft()
                         message.deliveries += 1
-                        deadline = now + visibility_timeout
+                        until = now + visibility_timeout
                         q.in_flight[message.id] = _Lease(
-                            message, consumer, deadline, visibility_timeout
+                            message, consumer, until, visibility_timeout
                         )
-                        heapq.heappush(q.deadlines, (deadline, message.id))
-                        taken.append(QueueMessage(message.id, message.payload, message.deliveries))
+                        heapq.heappush(q.deadlines, (until, message.id))
+                        taken.append(
+                            QueueMessage(name, message.id, message.payload, message.deliveries)
+                        )
+                if taken:
                     return taken
                 if now >= give_up:
                     return []
@@ -112,7 +120,7 @@ class MemoryWorkQueue:
                 if next_deadline is not None:
                     timeout = min(timeout, max(next_deadline - now, 0.0))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(q.changed.wait(), timeout)
+                    await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def ack(self, queue: str, message_ids: Sequence[str]) -> None:
         q = self._queue(queue)
@@ -141,8 +149,8 @@ class MemoryWorkQueue:
                 q.ready.appendleft(lease.message)
                 released += 1
         if released:
-            async with q.changed:
-                q.changed.notify(released)
+            async with self._changed:
+                self._changed.notify_all()
 
     async def depth(self, queue: str) -> QueueDepth:
         q = self._queue(queue)

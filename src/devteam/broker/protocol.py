@@ -15,8 +15,10 @@ from limits.aio.storage import Storage
 
 @dataclass(frozen=True, slots=True)
 class QueueMessage:
+    queue: str
+    """The queue the message came from."""
     id: str
-    """Opaque id to `ack`, `extend` or `release` the message with."""
+    """Opaque id to `ack`, `extend` or `release` the message with (in its queue)."""
     payload: bytes
     deliveries: int
     """1 on the first delivery; more when the message came back (timeout or release)."""
@@ -42,14 +44,18 @@ class WorkQueue(Protocol):
 
     async def receive(
         self,
-        queue: str,
+        queues: Sequence[str],
         consumer: str,
         *,
         max_messages: int = 1,
         wait: float = 1.0,
         visibility_timeout: float = 30.0,
     ) -> list[QueueMessage]:
-        """Up to `max_messages`, waiting at most `wait` seconds for the first."""
+        """Up to `max_messages` from `queues`, earlier queues first (priority order).
+
+        Waits at most `wait` seconds for the first message. Messages whose
+        visibility timeout passed are delivered again before new ones.
+        """
         ...
 
     async def ack(self, queue: str, message_ids: Sequence[str]) -> None: ...

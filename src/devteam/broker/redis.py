@@ -25,6 +25,54 @@ from devteam.observability.logging import get_logger
 
 log = get_logger(__name__)
 
+# Take up to ARGV[3] new entries from the streams in KEYS, in order (priority first).
+# When there are none, return the streams' last generated ids instead, to block on.
+_CLAIM = """
+local out = {}
+local want = tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  if want <= 0 then break end
+  local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,
+                         'STREAMS', key, '>')
+  if res and res[1] then
+    for _, entry in ipairs(res[1][2]) do
+      table.insert(out, {key, entry[1], entry[2], 1})
+      want = want - 1
+    end
+  end
+end
+if #out > 0 then return {1, out} end
+local ids = {}
+for _, key in ipairs(KEYS) do
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then table.insert(ids, info[i + 1]) end
+  end
+end
+return {0, ids}
+"""
+
+# Hand entries idle longer than ARGV[3] ms (their consumer died) to consumer ARGV[2].
+_RECLAIM = """
+local out = {}
+local want = tonumber(ARGV[4])
+for _, key in ipairs(KEYS) do
+  if want <= 0 then break end
+  local res = redis.call('XAUTOCLAIM', key, ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', want)
+  for _, entry in ipairs(res[2]) do
+    local p = redis.call('XPENDING', key, ARGV[1], entry[1], entry[1], 1)
+    local times = 1
+    if p[1] then times = p[1][4] end
+    table.insert(out, {key, entry[1], entry[2], times})
+    want = want - 1
+  end
+  if res[3] and #res[3] > 0 then
+    redis.call('XACK', key, ARGV[1], unpack(res[3]))
+  end
+end
+return out
+"""
+
 # Restart the idle time of the entries this consumer still owns; return those ids.
 _EXTEND = """
 local held = {}
@@ -79,83 +127,87 @@ class RedisWorkQueue:
         self._client = client
         self._prefix = prefix
         self._groups: set[str] = set()
-        self._last_reclaim: dict[str, float] = {}
+        self._last_reclaim: dict[tuple[str, ...], float] = {}
+        self._claim = client.register_script(_CLAIM)
+        self._reclaim = client.register_script(_RECLAIM)
         self._extend = client.register_script(_EXTEND)
         self._release = client.register_script(_RELEASE)
 
     def _key(self, queue: str) -> str:
         return keys.queue(self._prefix, queue)
 
-    async def _ensure_group(self, key: str) -> None:
-        if key in self._groups:
-            return
-        try:
-            await self._client.xgroup_create(key, keys.CONSUMER_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._groups.add(key)
+    def _name(self, key: str) -> str:
+        return key.removeprefix(keys.queue(self._prefix, ""))
+
+    async def _ensure_groups(self, stream_keys: Sequence[str]) -> None:
+        for key in stream_keys:
+            if key in self._groups:
+                continue
+            try:
+                await self._client.xgroup_create(key, keys.CONSUMER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(key)
 
     async def enqueue(self, queue: str, payloads: Sequence[bytes]) -> list[str]:
         key = self._key(queue)
-        await self._ensure_group(key)
+        await self._ensure_groups([key])
         async with self._client.pipeline(transaction=False) as pipe:
             for payload in payloads:
                 pipe.xadd(key, {"p": payload, "n": 0})
             ids = await pipe.execute()
         return [i.decode() for i in ids]
 
-    async def _reclaim(
-        self, key: str, consumer: str, count: int, visibility_timeout: float
-    ) -> list[QueueMessage]:
-        min_idle = int(visibility_timeout * 1000)
-        _, claimed, deleted = await self._client.xautoclaim(
-            key, keys.CONSUMER_GROUP, consumer, min_idle, start_id="0-0", count=count
-        )
-        if deleted:
-            await self._client.xack(key, keys.CONSUMER_GROUP, *deleted)
-        if not claimed:
-            return []
+    def _messages(self, rows: Any) -> list[QueueMessage]:
         messages = []
-        for mid, raw in claimed:
+        for key, mid, raw, times in rows:
             fields = _fields(raw)
-            pending = await self._client.xpending_range(
-                key, keys.CONSUMER_GROUP, min=mid, max=mid, count=1
-            )
-            deliveries = int(pending[0]["times_delivered"]) if pending else 1
             prior = int(fields.get(b"n", b"0"))
-            messages.append(QueueMessage(mid.decode(), fields[b"p"], prior + deliveries))
+            name = self._name(key.decode() if isinstance(key, bytes) else key)
+            messages.append(QueueMessage(name, mid.decode(), fields[b"p"], prior + int(times)))
         return messages
 
     async def receive(
         self,
-        queue: str,
+        queues: Sequence[str],
         consumer: str,
         *,
         max_messages: int = 1,
         wait: float = 1.0,
         visibility_timeout: float = 30.0,
     ) -> list[QueueMessage]:
-        key = self._key(queue)
-        await self._ensure_group(key)
-        # Look for timed-out messages at most a few times per visibility timeout.
-        now = time.monotonic()
-        if now - self._last_reclaim.get(key, 0.0) >= min(1.0, visibility_timeout / 4):
-            self._last_reclaim[key] = now
-            reclaimed = await self._reclaim(key, consumer, max_messages, visibility_timeout)
-            if reclaimed:
-                return reclaimed
-        block = max(int(wait * 1000), 1) if wait > 0 else None
-        response: Any = await self._client.xreadgroup(
-            keys.CONSUMER_GROUP, consumer, {key: ">"}, count=max_messages, block=block
-        )
-        messages = []
-        for _, entries in response or []:
-            for mid, raw in entries:
-                fields = _fields(raw)
-                prior = int(fields.get(b"n", b"0"))
-                messages.append(QueueMessage(mid.decode(), fields[b"p"], prior + 1))
-        return messages
+        stream_keys = [self._key(q) for q in queues]
+        await self._ensure_groups(stream_keys)
+        group_key = tuple(stream_keys)
+        give_up = time.monotonic() + wait
+        while True:
+            # Look for timed-out messages at most a few times per visibility timeout.
+            now = time.monotonic()
+            if now - self._last_reclaim.get(group_key, 0.0) >= min(1.0, visibility_timeout / 4):
+                self._last_reclaim[group_key] = now
+                rows = await self._reclaim(
+                    keys=stream_keys,
+                    args=[
+                        keys.CONSUMER_GROUP,
+                        consumer,
+                        int(visibility_timeout * 1000),
+                        max_messages,
+                    ],
+                )
+                if rows:
+                    return self._messages(rows)
+            found, rows = await self._claim(
+                keys=stream_keys, args=[keys.CONSUMER_GROUP, consumer, max_messages]
+            )
+            if found:
+                return self._messages(rows)
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                return []
+            # Sleep until a stream gets an entry after the ids seen, then claim again.
+            block = max(int(min(remaining, 1.0) * 1000), 1)
+            await self._client.xread(dict(zip(stream_keys, rows, strict=True)), block=block)
 
     async def ack(self, queue: str, message_ids: Sequence[str]) -> None:
         if not message_ids:
@@ -182,7 +234,7 @@ class RedisWorkQueue:
 
     async def depth(self, queue: str) -> QueueDepth:
         key = self._key(queue)
-        await self._ensure_group(key)
+        await self._ensure_groups([key])
         groups: list[dict[str, Any]] = await self._client.xinfo_groups(key)
         for group in groups:
             if group["name"].decode() == keys.CONSUMER_GROUP:

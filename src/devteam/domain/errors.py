@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     LLM_ERROR = "llm_error"
     DEPENDENCY_FAILED = "dependency_failed"
     LEASE_EXPIRED = "lease_expired"
+    WORKER_STOPPED = "worker_stopped"
     # Tool layer.
     CIRCUIT_OPEN = "circuit_open"
     TOOL_ERROR = "tool_error"

@@ -254,6 +254,8 @@ class Task(BaseModel):
     depends_on: list[UUID]
     require_approval: bool
     budget: Budget | None
+    plan: list[SubtaskRequest] | None = None
+    """An explicit plan given at submission, kept until the task is planned."""
     attempt: int
     version: int
     created_by: UUID
@@ -289,3 +291,48 @@ class Task(BaseModel):
             started_at=self.started_at,
             finished_at=self.finished_at,
         )
+
+
+class TaskSpec(BaseModel):
+    """What an agent is asked to do: one attempt of one task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    root_id: UUID
+    parent_id: UUID | None
+    key: str | None
+    agent_type: AgentType
+    task_type: str
+    task: str
+    """The instruction for this task."""
+    root_task: str
+    """What the user asked for as a whole (the root task's text)."""
+    complexity: int
+    priority: int
+    project_id: str | None
+    metadata: dict[str, Any]
+    phase: Phase | None
+    attempt: int
+    created_by: UUID
+    deadline: datetime | None
+    """The attempt must end by then (attempt, phase and task timeouts together)."""
+    max_tokens: int | None
+    """Tokens this attempt may still use under the root task's budget (None: unlimited)."""
+    max_cost_usd: float | None
+
+
+class TaskResult(BaseModel):
+    """What an agent hands back: its typed output, as JSON, and what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    output: dict[str, Any]
+    """The agent's output model (ResearchReport, CodebaseReport, CodeChange, ...) as JSON."""
+    summary: str = ""
+    usage: Usage = Usage()
+    output_type: str | None = None
+    """Name of the output model."""
+    prompt_version: str | None = None
+    """Content hash of the system prompt used."""
+    model: str | None = None

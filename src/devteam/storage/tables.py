@@ -74,6 +74,8 @@ tasks = sa.Table(
     sa.Column("depends_on", JSONType, nullable=False),
     sa.Column("require_approval", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("budget", JSONType, nullable=True),
+    # The explicit plan of a root task (its `subtasks` as submitted), until planned.
+    sa.Column("plan", JSONType, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("result", JSONType, nullable=True),

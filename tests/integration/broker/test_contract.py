@@ -15,8 +15,8 @@ VT = 0.5  # visibility timeout of these tests, in seconds
 async def test_a_message_is_delivered_once_and_acknowledged(broker: Broker) -> None:
     ids = await broker.queue.enqueue("work", [b"one", b"two"])
     assert len(set(ids)) == 2
-    first = await broker.queue.receive("work", "c1", max_messages=1, visibility_timeout=VT)
-    second = await broker.queue.receive("work", "c2", max_messages=5, visibility_timeout=VT)
+    first = await broker.queue.receive(["work"], "c1", max_messages=1, visibility_timeout=VT)
+    second = await broker.queue.receive(["work"], "c2", max_messages=5, visibility_timeout=VT)
     assert [m.payload for m in first] == [b"one"]
     assert [m.payload for m in second] == [b"two"]
     assert first[0].deliveries == 1
@@ -25,11 +25,13 @@ async def test_a_message_is_delivered_once_and_acknowledged(broker: Broker) -> N
     assert await broker.queue.depth("work") == QueueDepth(ready=0, in_flight=0)
     # Nothing comes back after the visibility timeout once acknowledged.
     await asyncio.sleep(VT + 0.1)
-    assert await broker.queue.receive("work", "c1", wait=0.2, visibility_timeout=VT) == []
+    assert await broker.queue.receive(["work"], "c1", wait=0.2, visibility_timeout=VT) == []
 
 
 async def test_receive_waits_for_a_message(broker: Broker) -> None:
-    waiting = asyncio.create_task(broker.queue.receive("work", "c1", wait=5, visibility_timeout=VT))
+    waiting = asyncio.create_task(
+        broker.queue.receive(["work"], "c1", wait=5, visibility_timeout=VT)
+    )
     await asyncio.sleep(0.1)
     await broker.queue.enqueue("work", [b"late"])
     messages = await asyncio.wait_for(waiting, 5)
@@ -39,21 +41,21 @@ async def test_receive_waits_for_a_message(broker: Broker) -> None:
 async def test_receive_gives_up_after_wait(broker: Broker) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
-    assert await broker.queue.receive("empty", "c1", wait=0.3, visibility_timeout=VT) == []
+    assert await broker.queue.receive(["empty"], "c1", wait=0.3, visibility_timeout=VT) == []
     assert 0.25 <= loop.time() - start < 3
 
 
 async def test_unacknowledged_work_goes_to_another_consumer(broker: Broker) -> None:
     """A consumer takes a message and dies; another gets it after the visibility timeout."""
     await broker.queue.enqueue("work", [b"job"])
-    (taken,) = await broker.queue.receive("work", "doomed", visibility_timeout=VT)
+    (taken,) = await broker.queue.receive(["work"], "doomed", visibility_timeout=VT)
     # Before the timeout the message is invisible to others.
-    assert await broker.queue.receive("work", "survivor", wait=0.1, visibility_timeout=VT) == []
+    assert await broker.queue.receive(["work"], "survivor", wait=0.1, visibility_timeout=VT) == []
     redelivered: list[bytes] = []
     deadline = asyncio.get_running_loop().time() + 5
     while not redelivered and asyncio.get_running_loop().time() < deadline:
         for message in await broker.queue.receive(
-            "work", "survivor", wait=0.2, visibility_timeout=VT
+            ["work"], "survivor", wait=0.2, visibility_timeout=VT
         ):
             redelivered.append(message.payload)
             assert message.id == taken.id or message.payload == taken.payload
@@ -66,19 +68,19 @@ async def test_unacknowledged_work_goes_to_another_consumer(broker: Broker) -> N
 
 async def test_extend_keeps_a_message_past_its_timeout(broker: Broker) -> None:
     await broker.queue.enqueue("work", [b"long job"])
-    (message,) = await broker.queue.receive("work", "worker", visibility_timeout=VT)
+    (message,) = await broker.queue.receive(["work"], "worker", visibility_timeout=VT)
     for _ in range(4):
         await asyncio.sleep(VT / 2)
         assert await broker.queue.extend("work", "worker", [message.id]) == [message.id]
-        assert await broker.queue.receive("work", "thief", wait=0, visibility_timeout=VT) == []
+        assert await broker.queue.receive(["work"], "thief", wait=0, visibility_timeout=VT) == []
     assert await broker.queue.extend("work", "someone-else", [message.id]) == []
 
 
 async def test_release_hands_work_back_at_once(broker: Broker) -> None:
     await broker.queue.enqueue("work", [b"a", b"b"])
-    taken = await broker.queue.receive("work", "stopping", max_messages=2, visibility_timeout=30)
+    taken = await broker.queue.receive(["work"], "stopping", max_messages=2, visibility_timeout=30)
     await broker.queue.release("work", "stopping", [m.id for m in taken])
-    again = await broker.queue.receive("work", "other", max_messages=2, visibility_timeout=30)
+    again = await broker.queue.receive(["work"], "other", max_messages=2, visibility_timeout=30)
     assert sorted(m.payload for m in again) == [b"a", b"b"]
     assert all(m.deliveries == 2 for m in again)
     # Only the holder can release.
@@ -86,10 +88,51 @@ async def test_release_hands_work_back_at_once(broker: Broker) -> None:
     assert await broker.queue.depth("work") == QueueDepth(ready=0, in_flight=2)
 
 
+async def test_earlier_queues_come_first(broker: Broker) -> None:
+    await broker.queue.enqueue("low", [b"low-1", b"low-2"])
+    await broker.queue.enqueue("high", [b"high-1"])
+    first = await broker.queue.receive(["high", "low"], "c", max_messages=2, visibility_timeout=VT)
+    assert [(m.queue, m.payload) for m in first] == [("high", b"high-1"), ("low", b"low-1")]
+    rest = await broker.queue.receive(["high", "low"], "c", max_messages=5, visibility_timeout=VT)
+    assert [m.payload for m in rest] == [b"low-2"]
+    await broker.queue.ack("high", [first[0].id])
+    await broker.queue.ack("low", [first[1].id, rest[0].id])
+    assert await broker.queue.depth("low") == QueueDepth(ready=0, in_flight=0)
+
+
+async def test_a_waiting_receive_wakes_for_any_of_its_queues(broker: Broker) -> None:
+    waiting = asyncio.create_task(
+        broker.queue.receive(["high", "low"], "c", wait=5, visibility_timeout=VT)
+    )
+    await asyncio.sleep(0.1)
+    await broker.queue.enqueue("low", [b"late"])
+    messages = await asyncio.wait_for(waiting, 5)
+    assert [(m.queue, m.payload) for m in messages] == [("low", b"late")]
+
+
+async def test_many_consumers_share_the_work(broker: Broker) -> None:
+    payloads = [str(i).encode() for i in range(60)]
+    await broker.queue.enqueue("work", payloads)
+    got: list[bytes] = []
+
+    async def consume(name: str) -> None:
+        while True:
+            batch = await broker.queue.receive(
+                ["work"], name, max_messages=4, wait=0.2, visibility_timeout=5
+            )
+            if not batch:
+                return
+            got.extend(m.payload for m in batch)
+            await broker.queue.ack("work", [m.id for m in batch])
+
+    await asyncio.gather(*(consume(f"c{i}") for i in range(4)))
+    assert sorted(got) == sorted(payloads)
+
+
 async def test_queues_are_independent(broker: Broker) -> None:
     await broker.queue.enqueue("a", [b"for a"])
-    assert await broker.queue.receive("b", "c", wait=0.05, visibility_timeout=VT) == []
-    assert [m.payload for m in await broker.queue.receive("a", "c", visibility_timeout=VT)] == [
+    assert await broker.queue.receive(["b"], "c", wait=0.05, visibility_timeout=VT) == []
+    assert [m.payload for m in await broker.queue.receive(["a"], "c", visibility_timeout=VT)] == [
         b"for a"
     ]
 

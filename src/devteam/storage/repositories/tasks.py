@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from devteam.domain.tasks import Budget, Task, TaskError, Usage
+from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
 from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import tasks
 
@@ -37,6 +38,7 @@ def task_from_row(row: RowMapping | Mapping[str, Any]) -> Task:
         depends_on=[UUID(d) for d in row["depends_on"]],
         require_approval=row["require_approval"],
         budget=Budget.model_validate(row["budget"]) if row["budget"] else None,
+        plan=[SubtaskRequest.model_validate(s) for s in row["plan"]] if row["plan"] else None,
         attempt=row["attempt"],
         version=row["version"],
         created_by=row["created_by"],
@@ -80,6 +82,7 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "depends_on": [str(d) for d in task.depends_on],
         "require_approval": task.require_approval,
         "budget": task.budget.model_dump(exclude_none=True) if task.budget else None,
+        "plan": [s.model_dump(mode="json") for s in task.plan] if task.plan else None,
         "attempt": task.attempt,
         "version": task.version,
         "result": task.result,
@@ -102,6 +105,13 @@ def task_to_row(task: Task) -> dict[str, Any]:
     }
 
 
+_RUNNING = ("in_progress", "cancelling")
+_TERMINAL = ("completed", "failed", "cancelled")
+# Any constant: the advisory lock that serializes starts on Postgres.
+_START_LOCK = 0x64657673  # "devs"
+_children = tasks.alias("children")
+
+
 class TaskRepository(Repository):
     async def insert_many(self, new: Sequence[Task]) -> None:
         """Insert tasks; parents must come before their children."""
@@ -118,5 +128,189 @@ class TaskRepository(Repository):
     async def children(self, parent_id: UUID) -> list[Task]:
         rows = await self.conn.execute(
             sa.select(tasks).where(tasks.c.parent_id == parent_id).order_by(tasks.c.created_at)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    # -- orchestration -------------------------------------------------------------
+
+    async def load_trees(
+        self, root_ids: Sequence[UUID], *, for_update: bool = True
+    ) -> dict[UUID, list[Task]]:
+        """Every task under each root, locked in a fixed order (root, id) to avoid deadlocks."""
+        query = (
+            sa.select(tasks)
+            .where(tasks.c.root_id.in_(sorted(set(root_ids))))
+            .order_by(tasks.c.root_id, tasks.c.id)
+        )
+        if for_update:
+            query = query.with_for_update()
+        trees: dict[UUID, list[Task]] = {}
+        for row in await self.conn.execute(query):
+            task = task_from_row(row._mapping)
+            trees.setdefault(task.root_id, []).append(task)
+        return trees
+
+    async def root_ids(self, task_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        rows = await self.conn.execute(
+            sa.select(tasks.c.id, tasks.c.root_id).where(tasks.c.id.in_(list(set(task_ids))))
+        )
+        return {row.id: row.root_id for row in rows}
+
+    async def write(self, before: Task, after: Task) -> bool:
+        """Write the columns that differ; False when someone else changed the task first."""
+        old, new = task_to_row(before), task_to_row(after)
+        changed = {k: v for k, v in new.items() if old[k] != v}
+        if not changed:
+            return True
+        result = await self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id == before.id, tasks.c.version == before.version)
+            .values(**changed)
+        )
+        return result.rowcount == 1
+
+    async def add_usage(self, task_ids: Sequence[UUID], delta: Usage) -> None:
+        await self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id.in_(list(task_ids)))
+            .values(
+                usage_requests=tasks.c.usage_requests + delta.requests,
+                usage_input_tokens=tasks.c.usage_input_tokens + delta.input_tokens,
+                usage_output_tokens=tasks.c.usage_output_tokens + delta.output_tokens,
+                usage_tool_calls=tasks.c.usage_tool_calls + delta.tool_calls,
+                cost_usd=tasks.c.cost_usd + delta.cost_usd,
+            )
+        )
+
+    async def lock_starts(self) -> None:
+        """Serialize starts across processes until the transaction ends (Postgres)."""
+        if self.dialect == "postgresql":
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_START_LOCK)))
+
+    async def count_running(
+        self, *, created_by: UUID | None = None, agent_type: str | None = None
+    ) -> int:
+        """Agent attempts running now (they hold a lease)."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(tasks)
+            .where(
+                tasks.c.status.in_(_RUNNING),
+                tasks.c.lease_owner.is_not(None),
+            )
+        )
+        if created_by is not None:
+            query = query.where(tasks.c.created_by == created_by)
+        if agent_type is not None:
+            query = query.where(tasks.c.agent_type == agent_type)
+        return int(await self.conn.scalar(query) or 0)
+
+    async def renew_leases(
+        self, owner: str, task_ids: Sequence[UUID], until: datetime
+    ) -> set[UUID]:
+        """Extend the leases `owner` still holds; returns those ids."""
+        if not task_ids:
+            return set()
+        rows = await self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id.in_(list(task_ids)), tasks.c.lease_owner == owner)
+            .values(lease_expires_at=until)
+            .returning(tasks.c.id)
+        )
+        return {row.id for row in rows}
+
+    async def expired_leases(self, now: datetime, limit: int = 500) -> list[Task]:
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(
+                tasks.c.status.in_([*_RUNNING, "planning"]),
+                tasks.c.lease_owner.is_not(None),
+                tasks.c.lease_expires_at < now,
+            )
+            .limit(limit)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    async def unqueued_ready(self, now: datetime, limit: int = 500) -> list[Task]:
+        """Delegated work not on the queue whose back-off has ended."""
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(
+                tasks.c.status == "delegated",
+                tasks.c.queued_at.is_(None),
+                sa.or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+                ~sa.exists().where(_children.c.parent_id == tasks.c.id),
+            )
+            .limit(limit)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    async def mark_queued(self, task_ids: Sequence[UUID], now: datetime) -> list[Task]:
+        """Mark delegated work not yet on the queue as queued; returns what was marked."""
+        if not task_ids:
+            return []
+        rows = await self.conn.execute(
+            sa.update(tasks)
+            .where(
+                tasks.c.id.in_(list(task_ids)),
+                tasks.c.status == "delegated",
+                tasks.c.queued_at.is_(None),
+            )
+            .values(queued_at=now)
+            .returning(*tasks.c)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    async def queued_work(self, limit: int = 10_000) -> list[Task]:
+        """Work that should be on the queue: leaf tasks delegated, roots pending."""
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(
+                sa.or_(
+                    sa.and_(
+                        tasks.c.status == "delegated",
+                        ~sa.exists().where(_children.c.parent_id == tasks.c.id),
+                    ),
+                    sa.and_(tasks.c.status == "pending", tasks.c.parent_id.is_(None)),
+                )
+            )
+            .limit(limit)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    async def overdue_roots(self, now: datetime, limit: int = 500) -> list[Task]:
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(
+                tasks.c.parent_id.is_(None),
+                tasks.c.status.not_in(_TERMINAL),
+                tasks.c.deadline_at < now,
+            )
+            .limit(limit)
+        )
+        return [task_from_row(row._mapping) for row in rows]
+
+    async def roots_with_work_started_before(
+        self, cutoff: datetime, limit: int = 500
+    ) -> list[UUID]:
+        """Active roots with a subtask running since before `cutoff` (phase timeouts)."""
+        rows = await self.conn.execute(
+            sa.select(tasks.c.root_id)
+            .where(
+                tasks.c.parent_id.is_not(None),
+                tasks.c.status.not_in(_TERMINAL),
+                tasks.c.started_at < cutoff,
+            )
+            .distinct()
+            .limit(limit)
+        )
+        return [row.root_id for row in rows]
+
+    async def waiting_since_before(self, cutoff: datetime, limit: int = 500) -> list[Task]:
+        """Queued work that has not started since before `cutoff` (queue-wait timeouts)."""
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(tasks.c.status == "delegated", tasks.c.queued_at < cutoff)
+            .limit(limit)
         )
         return [task_from_row(row._mapping) for row in rows]

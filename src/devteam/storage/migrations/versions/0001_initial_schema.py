@@ -120,6 +120,11 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
+        sa.Column(
+            "plan",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("attempt", sa.Integer(), server_default="1", nullable=False),
         sa.Column("version", sa.Integer(), server_default="0", nullable=False),
         sa.Column(

@@ -1,0 +1,1 @@
+"""The TeamLeader: rules engine, planner, dispatcher, leases, recovery, cancellation."""

@@ -1,0 +1,252 @@
+"""The planner: how a root task is split into subtasks.
+
+- An explicit plan (`subtasks` in the request) is used as given.
+- A task with an agent, or simple enough (complexity within the per-task limit),
+  is handed to one agent directly.
+- Otherwise, with an LLM configured, the LLM proposes a typed `Plan`; the rules
+  check it and their objections go back to the LLM for a bounded number of
+  re-plans. With no LLM, the template of the task type in team_leader.yaml is used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_ai import Agent, ModelRetry, RunContext, UsageLimits
+from pydantic_ai.exceptions import AgentRunError, UnexpectedModelBehavior
+from pydantic_ai.models import Model
+
+from devteam.domain.enums import AgentType, Phase, TaskStatus
+from devteam.domain.errors import ErrorCode
+from devteam.domain.tasks import (
+    MAX_SUBTASKS,
+    SubtaskRequest,
+    Task,
+    Usage,
+)
+from devteam.orchestration.rules.planning import plan_violations
+from devteam.settings.team_leader import TeamLeaderConfig, TemplateStep
+
+PlanSource = Literal["explicit", "direct", "template", "llm"]
+
+
+class Plan(BaseModel):
+    """The subtasks a root task is split into."""
+
+    subtasks: Annotated[list[SubtaskRequest], Field(min_length=1, max_length=MAX_SUBTASKS)]
+    rationale: str = ""
+    """Why the work is split this way, in a sentence or two."""
+
+
+@dataclass
+class PlanOutcome:
+    source: PlanSource
+    subtasks: list[SubtaskRequest] = field(default_factory=list)
+    rationale: str = ""
+    usage: Usage = field(default_factory=Usage)
+    replans: int = 0
+
+
+class PlanningFailed(Exception):
+    def __init__(self, code: ErrorCode, message: str, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.usage = usage or Usage()
+
+
+DEFAULT_TEMPLATE = [
+    TemplateStep(
+        key="research",
+        agent_type=AgentType.RESEARCH,
+        phase=Phase.RESEARCH,
+        task="Research what is needed to do this well: {task}",
+        complexity_share=0.2,
+    ),
+    TemplateStep(
+        key="analysis",
+        agent_type=AgentType.CODEBASE_ANALYZER,
+        phase=Phase.ANALYSIS,
+        task="Analyse the codebase for what this touches: {task}",
+        complexity_share=0.2,
+    ),
+    TemplateStep(
+        key="implementation",
+        agent_type=AgentType.BACKEND,
+        phase=Phase.IMPLEMENTATION,
+        task="Implement, with tests: {task}",
+        complexity_share=0.6,
+        depends_on=["research", "analysis"],
+    ),
+]
+
+
+def template_plan(root: Task, config: TeamLeaderConfig) -> list[SubtaskRequest]:
+    steps = config.planner.templates.get(root.task_type) or config.planner.templates.get(
+        "default", DEFAULT_TEMPLATE
+    )
+    limit = config.complexity.max_per_task
+    return [
+        SubtaskRequest(
+            key=step.key,
+            agent_type=step.agent_type,
+            phase=step.phase,
+            task=_fit(step.task.replace("{task}", root.task)),
+            complexity=max(1, min(limit, round(root.complexity * step.complexity_share))),
+            depends_on=list(step.depends_on),
+        )
+        for step in steps
+    ]
+
+
+def _fit(text: str) -> str:
+    text = text.strip()
+    if len(text) < 10:
+        text = text.ljust(10, ".")
+    return text[:10_000]
+
+
+def violations(subtasks: Sequence[SubtaskRequest], config: TeamLeaderConfig) -> list[str]:
+    return plan_violations(
+        [(s.key, s.agent_type, s.complexity, list(s.depends_on)) for s in subtasks], config
+    )
+
+
+@dataclass
+class _PlannerDeps:
+    config: TeamLeaderConfig
+    attempts: int = 0
+
+
+class Planner:
+    def __init__(
+        self,
+        model: Callable[[], Model | None] | None = None,
+        prompt_path: Path | None = None,
+    ) -> None:
+        self._model = model or (lambda: None)
+        self._prompt_path = prompt_path
+
+    async def plan(self, root: Task, config: TeamLeaderConfig) -> PlanOutcome:
+        if root.plan is not None:
+            return PlanOutcome("explicit", list(root.plan))
+        if root.complexity <= config.complexity.max_per_task:
+            return PlanOutcome("direct")
+        model = self._model()
+        if model is None:
+            subtasks = template_plan(root, config)
+            if problems := violations(subtasks, config):
+                raise PlanningFailed(
+                    ErrorCode.VALIDATION_ERROR,
+                    "the template plan breaks the rules: " + "; ".join(problems),
+                )
+            return PlanOutcome("template", subtasks)
+        return await self._plan_with_llm(root, config, model)
+
+    def _instructions(self) -> str:
+        if self._prompt_path is not None and self._prompt_path.is_file():
+            return self._prompt_path.read_text(encoding="utf-8")
+        return (
+            "You are the TeamLeader of an AI development team. Split the task into "
+            "subtasks for the research, codebase_analyzer, frontend and backend agents."
+        )
+
+    async def _plan_with_llm(
+        self, root: Task, config: TeamLeaderConfig, model: Model
+    ) -> PlanOutcome:
+        agent: Agent[_PlannerDeps, Plan] = Agent(
+            model,
+            output_type=Plan,
+            deps_type=_PlannerDeps,
+            instructions=self._instructions(),
+            retries=config.planner.max_replans,
+        )
+
+        @agent.output_validator
+        async def follow_the_rules(ctx: RunContext[_PlannerDeps], plan: Plan) -> Plan:
+            ctx.deps.attempts += 1
+            if problems := violations(plan.subtasks, ctx.deps.config):
+                raise ModelRetry(
+                    "The plan breaks these rules; send a corrected plan: " + "; ".join(problems)
+                )
+            return plan
+
+        deps = _PlannerDeps(config)
+        limits = UsageLimits(request_limit=config.planner.max_replans + 2)
+        try:
+            result = await agent.run(_planning_prompt(root, config), deps=deps, usage_limits=limits)
+        except UnexpectedModelBehavior as exc:
+            raise PlanningFailed(
+                ErrorCode.LLM_ERROR,
+                f"no valid plan after {config.planner.max_replans} re-plans: {exc.message}",
+            ) from None
+        except AgentRunError as exc:
+            raise PlanningFailed(ErrorCode.LLM_ERROR, f"the planner's LLM failed: {exc}") from None
+        run_usage = result.usage
+        usage = Usage(
+            requests=run_usage.requests,
+            input_tokens=run_usage.input_tokens or 0,
+            output_tokens=run_usage.output_tokens or 0,
+        )
+        return PlanOutcome(
+            "llm",
+            list(result.output.subtasks),
+            result.output.rationale,
+            usage,
+            replans=max(deps.attempts - 1, 0),
+        )
+
+
+def _planning_prompt(root: Task, config: TeamLeaderConfig) -> str:
+    phases = ", ".join(str(p) for p in config.phases)
+    return (
+        f"Task ({root.task_type}, complexity {root.complexity}):\n{root.task}\n\n"
+        f"Rules: each subtask's complexity is at most {config.complexity.max_per_task}; "
+        f"the subtasks' complexities add up to at most {config.complexity.budget_per_root}; "
+        f"phases run in this order: {phases}; depends_on names keys of other subtasks "
+        "and must not form a cycle; agent_type is one of research, codebase_analyzer, "
+        "frontend, backend."
+    )
+
+
+def build_subtasks(root: Task, plan: Sequence[SubtaskRequest], now: Any) -> list[Task]:
+    """Task rows for a plan, children of `root`, in plan order."""
+    ids = {step.key: uuid.uuid4() for step in plan}
+    return [
+        Task(
+            id=ids[step.key],
+            parent_id=root.id,
+            root_id=root.root_id,
+            key=step.key,
+            status=TaskStatus.PENDING,
+            agent_type=step.agent_type,
+            task_type=step.task_type or root.task_type,
+            task=step.task,
+            complexity=step.complexity,
+            priority=step.priority or root.priority,
+            project_id=root.project_id,
+            metadata=root.metadata,
+            phase=step.effective_phase,
+            depends_on=[ids[k] for k in step.depends_on],
+            require_approval=False,
+            budget=None,
+            attempt=1,
+            version=0,
+            created_by=root.created_by,
+            # Microseconds apart, so listing by creation time keeps the plan's order.
+            created_at=now + timedelta(microseconds=i),
+            updated_at=now,
+            started_at=None,
+            finished_at=None,
+            result=None,
+            error=None,
+            usage=Usage(),
+        )
+        for i, step in enumerate(plan)
+    ]

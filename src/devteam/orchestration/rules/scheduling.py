@@ -1,0 +1,137 @@
+"""Rules about when work may start: phases, dependencies, back-off, limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from devteam.domain.enums import TaskStatus
+from devteam.domain.errors import ErrorCode
+from devteam.domain.tasks import Task
+from devteam.orchestration.rules.base import TaskRule, TransitionContext
+
+S = TaskStatus
+
+
+def phase_rank(task: Task, phases: list[str]) -> int:
+    if task.phase is None or task.phase not in phases:
+        return len(phases)
+    return phases.index(task.phase)
+
+
+class WaitForParentToRun(TaskRule):
+    """Subtasks stay pending while their parent waits for approval or is stopping."""
+
+    FROM = frozenset({S.PENDING})
+    TO = frozenset({S.DELEGATED})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        parent = ctx.tree.parent(ctx.task)
+        if parent is not None and parent.status not in (S.DELEGATED, S.IN_PROGRESS):
+            self.delay(ctx, f"the parent task is {parent.status}")
+
+
+class WaitForEarlierPhases(TaskRule):
+    """A subtask starts only when every sibling of an earlier phase has completed.
+
+    Phases run in the order of `phases` in team_leader.yaml (research, analysis,
+    implementation, review by default).
+    """
+
+    FROM = frozenset({S.PENDING})
+    TO = frozenset({S.DELEGATED})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        if ctx.task.parent_id is None:
+            return
+        phases = [str(p) for p in ctx.config.phases]
+        mine = phase_rank(ctx.task, phases)
+        earlier = [
+            s
+            for s in ctx.tree.children(ctx.task.parent_id)
+            if s.id != ctx.task.id and phase_rank(s, phases) < mine and s.status != S.COMPLETED
+        ]
+        if earlier:
+            names = sorted({str(s.phase) for s in earlier})
+            self.delay(ctx, f"waiting for the {', '.join(names)} phase to finish")
+
+
+class WaitForDependencies(TaskRule):
+    """A subtask may start only when every task it depends on has completed."""
+
+    FROM = frozenset({S.PENDING, S.DELEGATED})
+    TO = frozenset({S.DELEGATED, S.IN_PROGRESS})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        pending = [
+            ctx.tree.get(dep)
+            for dep in ctx.task.depends_on
+            if ctx.tree.get(dep).status != S.COMPLETED
+        ]
+        if pending:
+            names = ", ".join(t.key or str(t.id) for t in pending)
+            self.delay(ctx, f"waiting for {len(pending)} dependencies: {names}")
+
+
+class WaitForRetryBackoff(TaskRule):
+    """A retried attempt starts no earlier than its back-off allows."""
+
+    FROM = frozenset({S.DELEGATED})
+    TO = frozenset({S.IN_PROGRESS})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        not_before = ctx.task.not_before
+        if not_before is not None and not_before > ctx.now:
+            wait = (not_before - ctx.now).total_seconds()
+            self.delay(ctx, f"retry back-off: {wait:.1f}s to go", until=not_before)
+
+
+class TimeOutQueueWait(TaskRule):
+    """Work that waited longer than `timeouts.queue_wait_s` to start fails instead."""
+
+    FROM = frozenset({S.DELEGATED})
+    TO = frozenset({S.IN_PROGRESS})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        queued = ctx.task.queued_at
+        limit = ctx.config.timeouts.queue_wait_s
+        if queued is not None and ctx.now - queued > timedelta(seconds=limit):
+            self.rewrite(
+                ctx,
+                f"waited more than {limit:g}s in the queue",
+                to=S.FAILED,
+                error={
+                    "code": ErrorCode.TIMEOUT.value,
+                    "message": f"not started within the queue wait timeout of {limit:g}s",
+                },
+            )
+
+
+class LimitConcurrency(TaskRule):
+    """At most `concurrency.global` attempts run at once, and per user and agent type.
+
+    Starts take a lock (Postgres advisory lock; SQLite writes are serial anyway)
+    before counting, so two processes starting work at the same moment cannot
+    both take the last slot.
+    """
+
+    FROM = frozenset({S.DELEGATED})
+    TO = frozenset({S.IN_PROGRESS})
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        config = ctx.config.concurrency
+        tasks = ctx.tx.tasks
+        await tasks.lock_starts()
+        running = await tasks.count_running()
+        if running >= config.global_limit:
+            self.delay(ctx, f"global limit: {running} of {config.global_limit} running")
+            return
+        mine = await tasks.count_running(created_by=ctx.task.created_by)
+        if mine >= config.per_user:
+            self.delay(ctx, f"per-user limit: {mine} of {config.per_user} running")
+            return
+        agent = ctx.task.agent_type
+        limit = config.per_agent_type.get(agent) if agent else None
+        if agent is not None and limit is not None:
+            same = await tasks.count_running(agent_type=agent)
+            if same >= limit:
+                self.delay(ctx, f"{agent} limit: {same} of {limit} running")

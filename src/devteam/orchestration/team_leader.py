@@ -1,0 +1,341 @@
+"""The TeamLeader: what the API (and the CLI, and tests) ask of the orchestration.
+
+Submit a task, cancel it, approve its plan, read and reload the rules; run the
+executors and the sweeper in this process (embedded mode, or `devteam worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic_ai.models import Model
+from sqlalchemy.exc import IntegrityError
+
+from devteam.broker.protocol import Broker
+from devteam.domain.agents import Agent
+from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
+from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFailed
+from devteam.domain.events import EventType, NewEvent
+from devteam.domain.tasks import Budget, Task, TaskRequest, Usage
+from devteam.domain.users import User
+from devteam.observability import metrics
+from devteam.observability.logging import get_logger
+from devteam.orchestration.clock import Clock, SystemClock
+from devteam.orchestration.engine import Engine
+from devteam.orchestration.executor import Executor
+from devteam.orchestration.planner import Planner, violations
+from devteam.orchestration.policy import default_policy
+from devteam.orchestration.recovery import Sweeper
+from devteam.orchestration.rules.base import Policy, TransitionRequest
+from devteam.orchestration.work import BrokerEffects
+from devteam.settings import load_yaml_model
+from devteam.settings.team_leader import TeamLeaderConfig
+from devteam.storage import Store
+
+log = get_logger(__name__)
+
+S = TaskStatus
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+ProjectCheck = Callable[[str], str | None]
+"""Returns why a project cannot be used, or None when it can."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    task: Task
+    created: bool
+    """False when an Idempotency-Key returned an earlier submission."""
+
+
+def request_hash(request: TaskRequest) -> str:
+    body = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class TeamLeader:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        broker: Broker,
+        config: TeamLeaderConfig,
+        config_path: Path | None = None,
+        agents: Mapping[AgentType, Agent] | None = None,
+        planner_model: Callable[[], Model | None] | None = None,
+        planner_prompt: Path | None = None,
+        project_check: ProjectCheck | None = None,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self._config = config
+        self.config_path = config_path
+        self.agents: dict[AgentType, Agent] = dict(agents or {})
+        self.clock = clock or SystemClock()
+        self.policy = policy or default_policy()
+        self.effects = BrokerEffects(broker, store, self.clock)
+        self.engine = Engine(store, self.policy, self.config, self.clock, self.effects)
+        self.planner = Planner(planner_model, planner_prompt)
+        self.project_check = project_check
+        self.sweeper = Sweeper(self.engine, store, self.effects, self.clock)
+        self.executors: list[Executor] = []
+        self._background: list[asyncio.Task[Any]] = []
+
+    # -- rules -----------------------------------------------------------------------
+
+    def config(self) -> TeamLeaderConfig:
+        return self._config
+
+    def reload_rules(self) -> TeamLeaderConfig:
+        """Read team_leader.yaml again; an invalid file is refused and the rules stay."""
+        if self.config_path is None:
+            raise ConfigError("no team_leader.yaml to reload from")
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.config_path}: file not found")
+        new = load_yaml_model(self.config_path, TeamLeaderConfig)
+        self._config = new
+        log.info("rules reloaded", path=str(self.config_path))
+        return new
+
+    def describe_rules(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.describe(),
+            "config": self._config.model_dump(mode="json", by_alias=True),
+        }
+
+    # -- running ---------------------------------------------------------------------
+
+    async def start(self, *, executors: int = 1, concurrency: int | None = None) -> None:
+        """Run `executors` executors and the sweeper in this process."""
+        limit = concurrency or self._config.concurrency.global_limit
+        if self.broker.kind == "memory":
+            # The in-process queue starts empty: rebuild it from the database.
+            await self.sweeper.requeue_everything()
+        await self.sweeper.take_over_expired_leases()
+        for index in range(executors):
+            executor = Executor(
+                engine=self.engine,
+                store=self.store,
+                broker=self.broker,
+                planner=self.planner,
+                agents=self.agents,
+                config=self.config,
+                clock=self.clock,
+                concurrency=limit,
+                name=f"executor{index}",
+            )
+            self.executors.append(executor)
+            self._background.append(asyncio.create_task(executor.run(), name=executor.owner))
+        self._background.append(asyncio.create_task(self.sweeper.run(), name="sweeper"))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work, let running attempts finish within `grace`, hand back the rest."""
+        self.sweeper.stop()
+        await asyncio.gather(*(e.stop(grace) for e in self.executors))
+        # The loops end at their next safe point; cancel only what overstays.
+        _, late = await asyncio.wait(self._background, timeout=grace + 5.0)
+        for task in late:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        self.executors.clear()
+        self.effects.cancel_timers()
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def check(self, request: TaskRequest) -> None:
+        """Refuse, with a 422, what the rules would refuse anyway."""
+        config = self._config
+        details: list[dict[str, Any]] = []
+        if request.subtasks is not None:
+            for problem in violations(request.subtasks, config):
+                details.append({"field": "subtasks", "message": problem})
+        if request.project_id is not None and self.project_check is not None:
+            reason = self.project_check(request.project_id)
+            if reason is not None:
+                details.append({"field": "project_id", "message": reason})
+        if details:
+            raise ValidationFailed(
+                f"{details[0]['field']}: {details[0]['message']}", details=details
+            )
+
+    async def submit(
+        self, request: TaskRequest, user: User, idempotency_key: str | None = None
+    ) -> Submission:
+        self.check(request)
+        digest = request_hash(request)
+        try:
+            return await self._submit(request, user, idempotency_key, digest)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent request with the same key won the race: answer as it did.
+            async with self.store.read() as tx:
+                record = await tx.idempotency.get(user.id, idempotency_key)
+                if record is None:
+                    raise
+                return await self._replay(tx, record.request_hash, digest, record.task_id)
+
+    async def _replay(self, tx: Any, stored: str, digest: str, task_id: uuid.UUID) -> Submission:
+        if stored != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        task = await tx.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return Submission(task, created=False)
+
+    async def _submit(
+        self, request: TaskRequest, user: User, key: str | None, digest: str
+    ) -> Submission:
+        root = self._new_root(request, user)
+        async with self.store.transaction() as tx:
+            if key is not None:
+                record = await tx.idempotency.get(user.id, key)
+                if record is not None:
+                    return await self._replay(tx, record.request_hash, digest, record.task_id)
+            await tx.tasks.insert_many([root])
+            if key is not None:
+                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
+            events = await tx.events.append(
+                root.id,
+                [
+                    NewEvent(
+                        type=EventType.TASK_CREATED,
+                        data={
+                            "status": S.PENDING.value,
+                            "task_type": root.task_type,
+                            "agent_type": root.agent_type,
+                            "complexity": root.complexity,
+                            "priority": root.priority,
+                            "project_id": root.project_id,
+                            "require_approval": root.require_approval,
+                            "created_by": str(user.id),
+                        },
+                    )
+                ],
+            )
+        metrics.TASKS_SUBMITTED.labels(root.agent_type.value if root.agent_type else "auto").inc()
+        await self.effects.publish({root.id: events})
+        await self.effects.enqueue([root])
+        return Submission(root, created=True)
+
+    def _new_root(self, request: TaskRequest, user: User) -> Task:
+        config = self._config
+        now = self.clock.now()
+        given = request.budget or Budget()
+        budget = Budget(
+            max_tokens=given.max_tokens or config.budgets.max_tokens,
+            max_cost_usd=given.max_cost_usd or config.budgets.max_cost_usd,
+            timeout_s=given.timeout_s or config.timeouts.task_s,
+        )
+        task_id = uuid.uuid4()
+        return Task(
+            id=task_id,
+            parent_id=None,
+            root_id=task_id,
+            key=None,
+            status=S.PENDING,
+            agent_type=request.agent_type,
+            task_type=request.task_type,
+            task=request.task,
+            complexity=request.complexity,
+            priority=request.priority,
+            project_id=request.project_id,
+            metadata=request.metadata,
+            phase=None,
+            depends_on=[],
+            require_approval=request.require_approval,
+            budget=budget,
+            plan=request.subtasks,
+            attempt=1,
+            version=0,
+            created_by=user.id,
+            created_at=now,
+            updated_at=now,
+            started_at=None,
+            finished_at=None,
+            result=None,
+            error=None,
+            usage=Usage(),
+            deadline_at=now + timedelta(seconds=budget.timeout_s or config.timeouts.task_s),
+        )
+
+    async def _get(self, task_id: uuid.UUID) -> Task:
+        async with self.store.read() as tx:
+            task = await tx.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return task
+
+    async def cancel(self, task_id: uuid.UUID, reason: str = "cancelled by request") -> Task:
+        task = await self._get(task_id)
+        if task.parent_id is not None:
+            raise Conflict(f"cancel the root task {task.root_id}, not one of its subtasks")
+        if task.status in TERMINAL_STATUSES or task.status == S.CANCELLING:
+            raise Conflict(f"the task is already {task.status}")
+        result = await self.engine.transition(
+            task.id,
+            S.CANCELLING,
+            root_id=task.root_id,
+            reason=reason,
+            error={"code": "cancelled", "message": reason},
+        )
+        if not result.accepted:
+            raise Conflict(result.reason or f"the task cannot be cancelled ({task.status})")
+        return result.task
+
+    async def approve(
+        self, task_id: uuid.UUID, approved: bool, comment: str | None, actor: User
+    ) -> Task:
+        task = await self._get(task_id)
+        if task.status != S.AWAITING_APPROVAL:
+            raise Conflict(f"the task is {task.status}, not awaiting approval")
+        data = {"approved": approved, "comment": comment, "by": actor.username}
+        if approved:
+            result = await self.engine.transition_many(
+                [_request(task, S.DELEGATED, f"approved by {actor.username}", event_data=data)],
+                root_ids=[task.root_id],
+            )
+        else:
+            message = f"plan rejected by {actor.username}" + (f": {comment}" if comment else "")
+            result = await self.engine.transition_many(
+                [
+                    _request(
+                        task,
+                        S.CANCELLED,
+                        "approval rejected",
+                        event_data=data,
+                        updates={"error": {"code": "cancelled", "message": message}},
+                    )
+                ],
+                root_ids=[task.root_id],
+            )
+        if not result[0].accepted:
+            raise Conflict(result[0].reason or "the task cannot be approved now")
+        return result[0].task
+
+
+def _request(
+    task: Task,
+    to: TaskStatus,
+    reason: str,
+    *,
+    event_data: dict[str, Any] | None = None,
+    updates: dict[str, Any] | None = None,
+) -> TransitionRequest:
+    return TransitionRequest(
+        task.id, to, reason=reason, event_data=event_data or {}, updates=updates or {}
+    )
