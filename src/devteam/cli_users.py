@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from devteam.domain.enums import Role
 from devteam.domain.errors import DevTeamError
-from devteam.domain.users import User
-from devteam.security.accounts import Accounts
-from devteam.security.audit import Auditor
-from devteam.security.passwords import Passwords
-from devteam.settings import AppConfig, Settings
-from devteam.storage import Database, Store
-from devteam.storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from devteam.domain.users import User
+    from devteam.settings import AppConfig, Settings
+    from devteam.storage import Store
 
 users_app = typer.Typer(
     help="Manage users directly in the database (no running service needed).",
@@ -36,7 +34,13 @@ def _cli_actor() -> str:
         return "cli"
 
 
+# Storage and security are imported when a command runs, so `devteam --help` stays quick.
+
+
 async def _open(settings: Settings) -> Store:
+    from devteam.storage import Database, Store
+    from devteam.storage.migrate import upgrade
+
     db = Database(settings.database_url)
     if settings.migrate_on_start:
         await upgrade(db)
@@ -46,6 +50,10 @@ async def _open(settings: Settings) -> Store:
 async def _create(
     settings: Settings, config: AppConfig, username: str, password: str, role: Role
 ) -> User:
+    from devteam.security.accounts import Accounts
+    from devteam.security.audit import Auditor
+    from devteam.security.passwords import Passwords
+
     store = await _open(settings)
     try:
         accounts = Accounts(store, Passwords(config.security.passwords))

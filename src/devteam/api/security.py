@@ -51,7 +51,7 @@ SecurityDep = Annotated[Security, Depends(get_security)]
 def request_origin(request: Request) -> Origin:
     """Client IP and request id of the request (set by the edge middleware)."""
     return Origin(
-        client_ip=request.client.host if request.client else None,
+        client_ip=request.client.host[:64] if request.client else None,
         request_id=getattr(request.state, "request_id", None),
     )
 
