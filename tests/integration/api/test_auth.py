@@ -94,7 +94,8 @@ async def test_unknown_user_costs_as_much_hashing_as_a_wrong_password(
             wrong.append(await timed("ada"))
             unknown.append(await timed("nobody"))
     ratio = statistics.median(unknown) / statistics.median(wrong)
-    assert 0.5 < ratio < 2.0, (wrong, unknown)
+    # Generous bounds for a busy machine; skipping the dummy hash gives about 0.1.
+    assert 0.33 < ratio < 3.0, (wrong, unknown)
 
 
 async def test_deactivated_user_cannot_log_in(make_auth_client: Callable[..., Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -56,6 +57,12 @@ async def test_login_refresh_and_failed_login_log_no_secret(
             "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
         )
         misuse = await client.get("/api/v1/users/me", headers=bearer(second["refresh_token"]))
+        # uvicorn logs a WebSocket handshake with its query string, where browsers put the token.
+        logging.getLogger("uvicorn.error").info(
+            '%s - "WebSocket %s" [accepted]',
+            "127.0.0.1:50000",
+            f"/api/v1/ws?access_token={second['access_token']}",
+        )
     assert (login.status_code, refreshed.status_code, failed.status_code) == (200, 200, 401)
     assert (reuse.status_code, misuse.status_code) == (401, 401)
 
@@ -64,6 +71,7 @@ async def test_login_refresh_and_failed_login_log_no_secret(
     assert "/api/v1/auth/token" in logs
     assert "auth.login" in logs
     assert "auth.token_reuse" in logs
+    assert "/api/v1/ws?access_token=" in logs
     secrets = [SECRET_PASSWORD, WRONG_PASSWORD]
     for pair in (first, second):
         secrets += secret_parts(pair["access_token"]) + secret_parts(pair["refresh_token"])
