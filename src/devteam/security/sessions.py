@@ -94,9 +94,13 @@ class Sessions:
             )
             raise InvalidCredentials()
         public = User.model_validate(user.model_dump(include=set(User.model_fields)))
+        # Hash before the transaction, so no write lock is held while hashing.
+        upgraded = None
+        if self.passwords.needs_rehash(user.password_hash):
+            upgraded = await self.passwords.hash(password)
         async with self.store.transaction() as tx:
-            if self.passwords.needs_rehash(user.password_hash):
-                await tx.users.set_password_hash(user.id, await self.passwords.hash(password))
+            if upgraded is not None:
+                await tx.users.set_password_hash(user.id, upgraded)
             pair = await self._start(tx, public, session_id=uuid.uuid4())
             await auditor.record(
                 AuditAction.LOGIN,
