@@ -58,26 +58,30 @@ def test_create_and_list_users(tmp_path: Path) -> None:
     ]
 
 
-REFUSALS = [
-    (["--username", "admin", "--role", "admin"], PASSWORD, "user 'admin' already exists"),
-    (["--username", "bob", "--role", "viewer"], "short", "password: at least 12 characters"),
-    (["--username", "b b", "--role", "viewer"], PASSWORD, "username: 3-64 letters"),
-]
-
-
-def test_create_refusals_are_one_line(tmp_path: Path) -> None:
-    first = run(
-        tmp_path,
-        "users", "create", "--username", "admin", "--role", "admin", "--password-stdin",
-        stdin=PASSWORD,
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr
-    for args, stdin, message in REFUSALS:
-        result = run(tmp_path, "users", "create", *args, "--password-stdin", stdin=stdin + "\n")
-        assert result.returncode == 1, message
-        errors = [line for line in result.stderr.splitlines() if line.startswith("devteam:")]
-        assert len(errors) == 1, result.stderr
-        assert errors[0].startswith(f"devteam: {message}")
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--username", "admin", "--role", "admin"], PASSWORD, "user 'admin' already exists"),
+        (["--username", "bob", "--role", "viewer"], "short", "password: at least 12 characters"),
+        (["--username", "b b", "--role", "viewer"], PASSWORD, "username: 3-64 letters"),
+    ],
+    ids=["exists", "short-password", "bad-username"],
+)
+def test_create_refusals_are_one_line(
+    tmp_path: Path, args: list[str], stdin: str, message: str
+) -> None:
+    if "already exists" in message:
+        first = run(
+            tmp_path,
+            "users", "create", "--username", "admin", "--role", "admin", "--password-stdin",
+            stdin=PASSWORD,
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+    result = run(tmp_path, "users", "create", *args, "--password-stdin", stdin=stdin + "\n")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("devteam:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"devteam: {message}")
 
 
 def test_production_without_a_secret_does_not_start(tmp_path: Path) -> None:
