@@ -11,8 +11,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from devteam import __version__
 from devteam.api.errors import install_error_handlers
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
-from devteam.api.routes import health
+from devteam.api.routes import audit, auth, health, users
 from devteam.observability.logging import get_logger
+from devteam.security.tokens import configured_signing_keys
 from devteam.services import open_services
 from devteam.settings import AppConfig, Settings, load_config
 
@@ -22,6 +23,8 @@ log = get_logger(__name__)
 def create_app(settings: Settings, config: AppConfig | None = None) -> FastAPI:
     """Build the app; storage and broker open when it starts and close when it stops."""
     app_config = config if config is not None else load_config(settings.config_dir)
+    # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
+    configured_signing_keys(settings, app_config.security.tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,14 +47,24 @@ def create_app(settings: Settings, config: AppConfig | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
 
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            ],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so it is outermost: every response, errors included, gets its id.

@@ -8,6 +8,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from devteam.cli_users import users_app
 from devteam.domain.errors import ConfigError
 from devteam.observability.logging import configure_logging
 from devteam.settings import AppConfig, Settings, load_config, load_settings
@@ -100,6 +101,9 @@ def migrate(
     except Exception as exc:
         fail(f"migration failed: {type(exc).__name__}: {exc}", code=1)
     typer.echo(f"database at revision {current}")
+
+
+app.add_typer(users_app, name="users")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
 from devteam.observability.health import Check
+from devteam.security import Security
 from devteam.settings import AppConfig, Settings
 from devteam.storage import Database, Store
 from devteam.storage.migrate import upgrade
@@ -24,6 +25,7 @@ class Services:
     config: AppConfig
     store: Store
     broker: Broker
+    security: Security
     readiness_checks: dict[str, Check] = field(default_factory=dict)
 
 
@@ -40,6 +42,9 @@ async def open_services(
             await upgrade(db)
         broker = create_broker(settings.redis_url, prefix=settings.redis_prefix)
         stack.push_async_callback(broker.close)
-        services = Services(settings=settings, config=config, store=store, broker=broker)
+        security = Security.create(settings, config, store, broker.rate_limit_storage())
+        services = Services(
+            settings=settings, config=config, store=store, broker=broker, security=security
+        )
         services.readiness_checks.update(database=store.ping, broker=broker.ping)
         yield services

@@ -29,3 +29,22 @@ def make_client(
                 yield application, client
 
     return make
+
+
+@pytest.fixture
+def make_auth_client(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> Callable[..., Any]:
+    """Like `make_client`, with a fixed JWT secret and cheap password hashing by default.
+
+    `async with make_auth_client(config=security_config(...), **settings) as (app, client)`.
+    """
+    from devteam.settings import AppConfig
+    from tests.auth import JWT_SECRET, security_config
+
+    def make(config: AppConfig | None = None, **overrides: Any) -> Any:
+        overrides.setdefault("jwt_secret", JWT_SECRET)
+        settings = make_settings(**overrides)
+        return make_client(create_app(settings, config or security_config()))
+
+    return make

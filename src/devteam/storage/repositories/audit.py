@@ -14,9 +14,9 @@ from devteam.storage.types import utcnow
 
 class AuditRepository(Repository):
     async def append(self, entry: NewAuditEntry) -> None:
-        await self.conn.execute(
-            sa.insert(audit_log).values(ts=utcnow(), **entry.model_dump(mode="json"))
-        )
+        # JSON-safe values for `details`; the UUID column takes the UUID itself.
+        values = {**entry.model_dump(mode="json"), "actor_id": entry.actor_id}
+        await self.conn.execute(sa.insert(audit_log).values(ts=utcnow(), **values))
 
     async def list(
         self,

@@ -70,6 +70,19 @@ class RefreshTokenRepository(Repository):
         )
         return result.rowcount == 1
 
+    async def family_active(self, family_id: UUID) -> bool:
+        """True while the family has a token that is neither revoked nor expired."""
+        query = (
+            sa.select(refresh_tokens.c.id)
+            .where(
+                refresh_tokens.c.family_id == family_id,
+                refresh_tokens.c.revoked_at.is_(None),
+                refresh_tokens.c.expires_at > utcnow(),
+            )
+            .limit(1)
+        )
+        return (await self.conn.execute(query)).first() is not None
+
     async def revoke_family(self, family_id: UUID) -> int:
         result = await self.conn.execute(
             sa.update(refresh_tokens)

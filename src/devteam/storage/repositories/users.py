@@ -60,5 +60,25 @@ class UserRepository(Repository):
         )
         return await self.get(user_id)
 
-    async def count(self) -> int:
-        return int(await self.conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)
+    async def set_active(self, user_id: UUID, active: bool) -> User | None:
+        await self.conn.execute(
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(is_active=active, updated_at=utcnow())
+        )
+        return await self.get(user_id)
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
+        await self.conn.execute(
+            sa.update(users)
+            .where(users.c.id == user_id)
+            .values(password_hash=password_hash, updated_at=utcnow())
+        )
+
+    async def count(self, *, role: Role | None = None, active: bool | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(users)
+        if role is not None:
+            query = query.where(users.c.role == role.value)
+        if active is not None:
+            query = query.where(users.c.is_active == active)
+        return int(await self.conn.scalar(query) or 0)

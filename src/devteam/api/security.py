@@ -1,0 +1,121 @@
+"""Authentication and authorization dependencies for routes (and the WebSocket hub).
+
+```python
+@router.get("/{task_id}")
+async def read_task(task_id: UUID, user: CurrentUser, store: StoreDep) -> TaskOut:
+    task = ...  # None when missing
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    authorize_owned(user, task.created_by, TASKS_READ, resource=f"task {task_id}")
+
+@router.get("/rules", dependencies=[require(Permission.RULES_READ)])
+async def rules() -> ...: ...
+```
+
+`CurrentUser` checks the bearer token, the session and the user, and counts the
+request in the caller's API rate limit (the `RateLimit-*` headers go on the answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Depends, Request, Response, WebSocket
+from fastapi.params import Depends as DependsParam
+from fastapi.security import OAuth2PasswordBearer
+
+from devteam.api.deps import ServicesDep
+from devteam.domain.errors import Forbidden, Unauthorized
+from devteam.domain.permissions import Permission
+from devteam.security import Auditor, Origin, Principal, Security
+from devteam.security.ratelimit import RateLimitScope
+
+TOKEN_URL = "/api/v1/auth/token"
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl=TOKEN_URL,
+    scheme_name="OAuth2",
+    description="Log in with a username and password; send `Authorization: Bearer <token>`.",
+    auto_error=False,
+)
+
+
+def get_security(services: ServicesDep) -> Security:
+    return services.security
+
+
+SecurityDep = Annotated[Security, Depends(get_security)]
+
+
+def request_origin(request: Request) -> Origin:
+    """Client IP and request id of the request (set by the edge middleware)."""
+    return Origin(
+        client_ip=request.client.host[:64] if request.client else None,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+def get_auditor(security: SecurityDep, request: Request) -> Auditor:
+    return security.auditor.bind(request_origin(request))
+
+
+AuditorDep = Annotated[Auditor, Depends(get_auditor)]
+"""An `Auditor` stamping entries with this request's client IP and request id."""
+
+
+async def get_current_user(
+    security: SecurityDep,
+    response: Response,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    if not token:
+        raise Unauthorized("authentication required: send Authorization: Bearer <token>")
+    caller = await security.authenticate(token)
+    state = await security.rate_limiter.hit(RateLimitScope.API, str(caller.id))
+    response.headers.update(state.headers())
+    return caller
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+"""The authenticated caller (401 without a valid access token; 429 over the API limit)."""
+
+
+def require(permission: Permission) -> DependsParam:
+    """A dependency allowing only callers whose role has `permission` (403 otherwise).
+
+    Use it in `dependencies=[require(...)]`, or as `Annotated[Principal, require(...)]`
+    to also get the caller.
+    """
+
+    async def has_permission(caller: CurrentUser) -> Principal:
+        if not caller.can(permission):
+            raise Forbidden(f"this needs the {permission} permission")
+        return caller
+
+    has_permission.__name__ = f"require_{permission.value.replace(':', '_')}"
+    return DependsParam(has_permission)
+
+
+def bearer_token(headers: Mapping[str, str], query_params: Mapping[str, str]) -> str | None:
+    """The access token of a WebSocket handshake: `Authorization: Bearer`, else `access_token`.
+
+    Browsers cannot set headers on a WebSocket, hence the query parameter.
+    """
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return query_params.get("access_token") or None
+
+
+async def authenticate_websocket(websocket: WebSocket, security: Security) -> Principal:
+    """The caller of a WebSocket handshake, counted in the per-user connection limit.
+
+    Raises `Unauthorized`/`TokenExpired` (close with 4401) or `RateLimited`.
+    """
+    token = bearer_token(websocket.headers, websocket.query_params)
+    if token is None:
+        raise Unauthorized("authentication required: Authorization header or access_token")
+    caller = await security.authenticate(token)
+    await security.check_ws_connect(caller)
+    return caller

@@ -1,0 +1,230 @@
+"""Sessions: login, refresh with rotation and reuse detection, logout, authentication.
+
+A session is a family of refresh tokens, started by a login. Each refresh uses the
+presented refresh token up and issues the next one of the family; the database
+records every refresh token by the hash of its `jti`, so rotation and revocation
+hold across processes. Presenting a used refresh token again means it was copied:
+the whole family is revoked and the answer is `token_reused`. Two refreshes racing
+with the same token look exactly like that, so exactly one of them gets new tokens
+and the family then ends.
+
+Access tokens name their session (`sid`) and every request checks that the
+session is still alive and the user still active, so logout, reuse detection and
+deactivation cut access tokens off at once, in every process — at the price of
+one indexed read per request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import Enum, auto
+from uuid import UUID
+
+from devteam.domain.audit import AuditOutcome
+from devteam.domain.errors import InvalidCredentials, TokenReused, Unauthorized
+from devteam.domain.users import User
+from devteam.security.accounts import normalize_username
+from devteam.security.audit import AuditAction, Auditor
+from devteam.security.passwords import Passwords
+from devteam.security.ratelimit import RateLimiter, RateLimitScope
+from devteam.security.rbac import Principal, RolePermissions
+from devteam.security.tokens import TokenClaims, TokenCodec, TokenType, hash_token_id
+from devteam.storage import Store, UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    """Seconds the access token is valid for."""
+    user: User
+    session_id: UUID
+
+
+class _Refused(Enum):
+    UNKNOWN = auto()
+    REVOKED = auto()
+    REUSED = auto()
+    INACTIVE = auto()
+
+
+class Sessions:
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenCodec,
+        passwords: Passwords,
+        permissions: RolePermissions,
+        limiter: RateLimiter,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.passwords = passwords
+        self.permissions = permissions
+        self.limiter = limiter
+
+    async def login(self, username: str, password: str, *, auditor: Auditor) -> TokenPair:
+        """Check a username and password and start a session.
+
+        An unknown user, a wrong password and a deactivated user get the same
+        `InvalidCredentials`, after the same amount of hashing work.
+        """
+        name = normalize_username(username)
+        await self.limiter.hit(RateLimitScope.LOGIN_IP, auditor.origin.client_ip or "unknown")
+        await self.limiter.hit(RateLimitScope.LOGIN_USERNAME, name)
+        async with self.store.read() as tx:
+            user = await tx.users.get_with_secret(name)
+        if user is None:
+            valid = await self.passwords.verify_unknown_user(password)
+            reason = "unknown user"
+        else:
+            valid = await self.passwords.verify(user.password_hash, password)
+            reason = "wrong password" if not valid else "inactive user"
+            valid = valid and user.is_active
+        if user is None or not valid:
+            await auditor.record(
+                AuditAction.LOGIN,
+                AuditOutcome.FAILURE,
+                actor=user or name,
+                resource_type="user",
+                resource_id=user.id if user else None,
+                details={"reason": reason},
+            )
+            raise InvalidCredentials()
+        public = User.model_validate(user.model_dump(include=set(User.model_fields)))
+        # Hash before the transaction, so no write lock is held while hashing.
+        upgraded = None
+        if self.passwords.needs_rehash(user.password_hash):
+            upgraded = await self.passwords.hash(password)
+        async with self.store.transaction() as tx:
+            if upgraded is not None:
+                await tx.users.set_password_hash(user.id, upgraded)
+            pair = await self._start(tx, public, session_id=uuid.uuid4())
+            await auditor.record(
+                AuditAction.LOGIN,
+                AuditOutcome.SUCCESS,
+                actor=public,
+                resource_type="session",
+                resource_id=pair.session_id,
+                tx=tx,
+            )
+        return pair
+
+    async def refresh(self, refresh_token: str, *, auditor: Auditor) -> TokenPair:
+        """Use a refresh token up and return the next pair of its session."""
+        claims = self.tokens.decode(refresh_token, TokenType.REFRESH)
+        await self.limiter.hit(RateLimitScope.API, str(claims.subject))
+        refused: _Refused | None = None
+        pair: TokenPair | None = None
+        async with self.store.transaction() as tx:
+            record = await tx.refresh_tokens.get_by_jti_hash(hash_token_id(claims.token_id))
+            user = await tx.users.get(claims.subject)
+            if record is None or record.user_id != claims.subject or user is None:
+                refused = _Refused.UNKNOWN
+            elif record.used_at is not None:
+                refused = _Refused.REUSED
+            elif record.revoked_at is not None:
+                refused = _Refused.REVOKED
+            elif not user.is_active:
+                refused = _Refused.INACTIVE
+            else:
+                next_id = uuid.uuid4()
+                # Conditional on the token being unused: of racing refreshes, one wins.
+                if await tx.refresh_tokens.mark_used(record.id, replaced_by=next_id):
+                    pair = await self._start(
+                        tx, user, session_id=record.family_id, token_row_id=next_id
+                    )
+                else:
+                    refused = _Refused.REUSED
+            if refused is _Refused.REUSED:
+                assert record is not None
+                await tx.refresh_tokens.revoke_family(record.family_id)
+            await self._audit_refresh(tx, auditor, claims, user, refused)
+        if refused is _Refused.REUSED:
+            raise TokenReused("refresh token already used: the session is revoked")
+        if refused is not None or pair is None:
+            raise Unauthorized("invalid refresh token")
+        return pair
+
+    async def logout(self, caller: Principal, *, auditor: Auditor) -> None:
+        """End the caller's session: its refresh tokens and access tokens stop working."""
+        if caller.session_id is None:
+            return
+        async with self.store.transaction() as tx:
+            await tx.refresh_tokens.revoke_family(caller.session_id)
+            await auditor.record(
+                AuditAction.LOGOUT,
+                AuditOutcome.SUCCESS,
+                actor=caller,
+                resource_type="session",
+                resource_id=caller.session_id,
+                tx=tx,
+            )
+
+    async def authenticate(self, access_token: str) -> Principal:
+        """The caller an access token stands for; `Unauthorized`/`TokenExpired` otherwise.
+
+        Checks the token, then that its session is alive and its user active, and
+        returns the user as stored now (a role change applies at once).
+        """
+        claims = self.tokens.decode(access_token, TokenType.ACCESS)
+        async with self.store.read() as tx:
+            user = await tx.users.get(claims.subject)
+            alive = await tx.refresh_tokens.family_active(claims.session_id)
+        if user is None or not user.is_active or not alive:
+            raise Unauthorized("the session has ended; log in again")
+        return self.permissions.principal(user, session_id=claims.session_id)
+
+    async def _start(
+        self,
+        tx: UnitOfWork,
+        user: User,
+        *,
+        session_id: UUID,
+        token_row_id: UUID | None = None,
+    ) -> TokenPair:
+        access = self.tokens.issue(TokenType.ACCESS, subject=user.id, session_id=session_id)
+        refresh = self.tokens.issue(TokenType.REFRESH, subject=user.id, session_id=session_id)
+        await tx.refresh_tokens.insert(
+            token_id=token_row_id or uuid.uuid4(),
+            jti_hash=hash_token_id(refresh.claims.token_id),
+            family_id=session_id,
+            user_id=user.id,
+            issued_at=refresh.claims.issued_at,
+            expires_at=refresh.claims.expires_at,
+        )
+        return TokenPair(
+            access_token=access.token,
+            refresh_token=refresh.token,
+            expires_in=self.tokens.config.access_ttl_s,
+            user=user,
+            session_id=session_id,
+        )
+
+    @staticmethod
+    async def _audit_refresh(
+        tx: UnitOfWork,
+        auditor: Auditor,
+        claims: TokenClaims,
+        user: User | None,
+        refused: _Refused | None,
+    ) -> None:
+        actor: User | str = user if user is not None else str(claims.subject)
+        if refused is _Refused.REUSED:
+            action, outcome, details = AuditAction.TOKEN_REUSE, AuditOutcome.DENIED, {}
+        elif refused is not None:
+            action, outcome = AuditAction.REFRESH, AuditOutcome.FAILURE
+            details = {"reason": refused.name.lower()}
+        else:
+            action, outcome, details = AuditAction.REFRESH, AuditOutcome.SUCCESS, {}
+        await auditor.record(
+            action,
+            outcome,
+            actor=actor,
+            resource_type="session",
+            resource_id=claims.session_id,
+            details=details,
+            tx=tx,
+        )
