@@ -101,7 +101,7 @@ class Executor:
         self._retry_now = asyncio.Event()
         """Set when held work may be able to start now."""
         self._receiving = True
-        self._stopped = asyncio.Event()
+        self._halted = asyncio.Event()
         """Set once nothing runs any more after `stop()`: the loops end."""
         self._control: Subscription | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -148,7 +148,7 @@ class Executor:
         for pending in list(self._tasks):
             await asyncio.gather(pending, return_exceptions=True)
         await self._release_held()
-        self._stopped.set()
+        self._halted.set()
 
     # -- receiving and starting -----------------------------------------------------
 
@@ -536,10 +536,10 @@ class Executor:
 
     async def _heartbeat_loop(self) -> None:
         # Runs until stop() is done: attempts finishing in the grace period keep their lease.
-        while not self._stopped.is_set():
+        while not self._halted.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), self.config().leases.heartbeat_s)
-            if self._stopped.is_set():
+                await asyncio.wait_for(self._halted.wait(), self.config().leases.heartbeat_s)
+            if self._halted.is_set():
                 return
             try:
                 await self.heartbeat()
