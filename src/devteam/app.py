@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,6 +12,8 @@ from devteam import __version__
 from devteam.api.errors import install_error_handlers
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import audit, auth, health, users
+from devteam.domain.agents import Agent
+from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
 from devteam.security.tokens import configured_signing_keys
 from devteam.services import open_services
@@ -20,20 +22,33 @@ from devteam.settings import AppConfig, Settings, load_config
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings, config: AppConfig | None = None) -> FastAPI:
-    """Build the app; storage and broker open when it starts and close when it stops."""
+def create_app(
+    settings: Settings,
+    config: AppConfig | None = None,
+    *,
+    executors: bool = True,
+    agents: Mapping[AgentType, Agent] | None = None,
+) -> FastAPI:
+    """Build the app; storage, broker and TeamLeader open when it starts, close when it stops.
+
+    With `executors` (the embedded default) the process also runs agent work;
+    without, it only serves the API and workers elsewhere run the work.
+    """
     app_config = config if config is not None else load_config(settings.config_dir)
     # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
     configured_signing_keys(settings, app_config.security.tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, app_config) as services:
+        async with open_services(
+            settings, app_config, executors=executors, agents=agents
+        ) as services:
             app.state.services = services
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
                 broker=services.broker.kind,
+                executors=executors,
                 env=settings.env,
             )
             yield

@@ -6,13 +6,17 @@ The API (`devteam serve`) and the workers (`devteam worker`) build the same
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
+from devteam.domain.agents import Agent
+from devteam.domain.enums import AgentType
 from devteam.observability.health import Check
+from devteam.orchestration.team_leader import TeamLeader
 from devteam.security import Security
 from devteam.settings import AppConfig, Settings
 from devteam.storage import Database, Store
@@ -26,14 +30,55 @@ class Services:
     store: Store
     broker: Broker
     security: Security
+    team_leader: TeamLeader
     readiness_checks: dict[str, Check] = field(default_factory=dict)
+
+
+def project_check(workspaces_root: Path) -> Callable[[str], str | None]:
+    """A project is a git repository in the workspaces folder."""
+
+    def check(project_id: str) -> str | None:
+        path = workspaces_root / project_id
+        if not (path / ".git").exists():
+            return f"project {project_id!r} does not exist: no git repository at {path}"
+        return None
+
+    return check
+
+
+def build_team_leader(
+    settings: Settings,
+    config: AppConfig,
+    store: Store,
+    broker: Broker,
+    agents: Mapping[AgentType, Agent] | None = None,
+) -> TeamLeader:
+    return TeamLeader(
+        store=store,
+        broker=broker,
+        config=config.team_leader,
+        config_path=settings.config_dir / "team_leader.yaml",
+        agents=agents,
+        planner_prompt=settings.prompts_dir / "team_leader.md",
+        project_check=project_check(settings.workspaces_root),
+    )
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, config: AppConfig, *, migrate: bool | None = None
+    settings: Settings,
+    config: AppConfig,
+    *,
+    migrate: bool | None = None,
+    executors: bool = False,
+    agents: Mapping[AgentType, Agent] | None = None,
 ) -> AsyncIterator[Services]:
-    """Open storage and broker (migrating the schema first when asked)."""
+    """Open storage, broker and the TeamLeader (migrating the schema first when asked).
+
+    With `executors`, this process also runs agent work (and the sweeper); on
+    the way out it stops taking work, lets running attempts finish within
+    `shutdown_grace_s` and hands the rest back.
+    """
     async with AsyncExitStack() as stack:
         db = Database(settings.database_url, pool_size=settings.database_pool_size)
         store = Store(db)
@@ -43,8 +88,17 @@ async def open_services(
         broker = create_broker(settings.redis_url, prefix=settings.redis_prefix)
         stack.push_async_callback(broker.close)
         security = Security.create(settings, config, store, broker.rate_limit_storage())
+        leader = build_team_leader(settings, config, store, broker, agents)
         services = Services(
-            settings=settings, config=config, store=store, broker=broker, security=security
+            settings=settings,
+            config=config,
+            store=store,
+            broker=broker,
+            security=security,
+            team_leader=leader,
         )
+        if executors:
+            await leader.start(concurrency=settings.executor_concurrency)
+            stack.push_async_callback(leader.stop, settings.shutdown_grace_s)
         services.readiness_checks.update(database=store.ping, broker=broker.ping)
         yield services

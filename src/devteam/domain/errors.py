@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     AGENT_ERROR = "agent_error"
     AGENT_STUCK = "agent_stuck"
+    AGENT_UNAVAILABLE = "agent_unavailable"
     LLM_NOT_CONFIGURED = "llm_not_configured"
     LLM_ERROR = "llm_error"
     DEPENDENCY_FAILED = "dependency_failed"

@@ -117,8 +117,10 @@ class Executor:
         return self._receiving
 
     async def run(self) -> None:
-        """Work until cancelled (or `stop()`)."""
-        self._control = await self.broker.pubsub.subscribe(CONTROL_CHANNEL, self._on_control)
+        """Work until `stop()`; a broker outage is waited out, not fatal."""
+        self._control = await self._subscribe_control()
+        if self._control is None:
+            return
         metrics.EXECUTOR_SLOTS.labels("total").set(self.concurrency)
         try:
             async with asyncio.TaskGroup() as group:
@@ -126,7 +128,20 @@ class Executor:
                 group.create_task(self._heartbeat_loop(), name="executor-heartbeat")
                 group.create_task(self._held_loop(), name="executor-held")
         finally:
-            await self._control.close()
+            with contextlib.suppress(Exception):
+                await self._control.close()
+
+    async def _subscribe_control(self) -> Subscription | None:
+        delay = 0.5
+        while self._receiving:
+            try:
+                return await self.broker.pubsub.subscribe(CONTROL_CHANNEL, self._on_control)
+            except Exception as exc:
+                log.warning("cannot reach the broker; retrying", error=str(exc), in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._halted.wait(), delay)
+                delay = min(delay * 2, 10.0)
+        return None
 
     async def stop(self, grace: float) -> None:
         """Stop taking work; let attempts finish for `grace` seconds; hand the rest back.
@@ -321,7 +336,8 @@ class Executor:
                     raise asyncio.CancelledError
                 if agent is None:
                     raise AgentFailed(
-                        ErrorCode.AGENT_ERROR, f"no agent of type {task.agent_type} is available"
+                        ErrorCode.AGENT_UNAVAILABLE,
+                        f"no agent of type {task.agent_type} is available",
                     )
                 spec = build_spec(task, tree, config, now)
                 timeout = (attempt_deadline(task, tree, config, now) - now).total_seconds()

@@ -64,7 +64,6 @@ class Sweeper:
 
     async def run(self) -> None:
         """Sweep every `leases.recovery_interval_s` until `stop()`."""
-        self._stop.clear()
         while not self._stop.is_set():
             try:
                 await self.sweep()
@@ -77,6 +76,10 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def reset(self) -> None:
+        """Allow `run()` again after a `stop()`."""
+        self._stop.clear()
 
     async def requeue_everything(self) -> int:
         """Put all ready work back on the queue (the in-process queue died with its process)."""

@@ -7,7 +7,6 @@ executors and the sweeper in this process (embedded mode, or `devteam worker`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import uuid
@@ -137,6 +136,7 @@ class TeamLeader:
             )
             self.executors.append(executor)
             self._background.append(asyncio.create_task(executor.run(), name=executor.owner))
+        self.sweeper.reset()
         self._background.append(asyncio.create_task(self.sweeper.run(), name="sweeper"))
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -148,8 +148,12 @@ class TeamLeader:
         for task in late:
             task.cancel()
         for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a background loop had failed", loop=task.get_name())
         self._background.clear()
         self.executors.clear()
         self.effects.cancel_timers()

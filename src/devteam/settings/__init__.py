@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     """Base URL of an OpenAI-compatible server (Ollama, vLLM, a gateway)."""
     llm_api_key: SecretStr | None = None
 
+    executor_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Agent attempts one process runs at once (default: the global concurrency limit)."""
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """On shutdown, how long running attempts may take to finish before they are handed back."""
+
     metrics_token: SecretStr | None = None
     """When set, `/metrics` requires `Authorization: Bearer <token>`."""
 

@@ -59,6 +59,7 @@ class RetryConfig(ConfigModel):
             "validation_error",
             "budget_exceeded",
             "llm_not_configured",
+            "agent_unavailable",
             "cancelled",
         ]
     )

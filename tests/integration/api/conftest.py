@@ -15,14 +15,18 @@ from devteam.settings import Settings
 def make_client(
     make_settings: Callable[..., Settings],
 ) -> Callable[..., Any]:
-    """`async with make_client(**settings) as (app, client)`: the app with its lifespan."""
+    """`async with make_client(**settings) as (app, client)`: the app with its lifespan.
+
+    The app runs no executors unless asked (`executors=True`): most API tests do
+    not need agent work, and starting none keeps them fast.
+    """
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def make(
-        app: FastAPI | None = None, **overrides: Any
+        app: FastAPI | None = None, *, executors: bool = False, **overrides: Any
     ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-        application = app or create_app(make_settings(**overrides))
+        application = app or create_app(make_settings(**overrides), executors=executors)
         async with application.router.lifespan_context(application):
             transport = httpx.ASGITransport(app=application)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -42,9 +46,9 @@ def make_auth_client(
     from devteam.settings import AppConfig
     from tests.auth import JWT_SECRET, security_config
 
-    def make(config: AppConfig | None = None, **overrides: Any) -> Any:
+    def make(config: AppConfig | None = None, *, executors: bool = False, **overrides: Any) -> Any:
         overrides.setdefault("jwt_secret", JWT_SECRET)
         settings = make_settings(**overrides)
-        return make_client(create_app(settings, config or security_config()))
+        return make_client(create_app(settings, config or security_config(), executors=executors))
 
     return make

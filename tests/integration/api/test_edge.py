@@ -21,7 +21,7 @@ class Body(BaseModel):
 
 
 def app_with_test_routes(settings: Settings) -> FastAPI:
-    app = create_app(settings)
+    app = create_app(settings, executors=False)
 
     @app.post("/test/echo")
     async def echo(body: Body) -> Body:

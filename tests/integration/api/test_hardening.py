@@ -38,7 +38,7 @@ async def test_development_generates_a_secret(
     make_settings: Callable[..., Settings],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = create_app(make_settings(jwt_secret=None), security_config())
+    app = create_app(make_settings(jwt_secret=None), security_config(), executors=False)
     with caplog.at_level(logging.WARNING):
         async with make_client(app) as (_, client):
             user = await add_user(app, Role.VIEWER)

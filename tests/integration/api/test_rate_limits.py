@@ -116,7 +116,8 @@ async def test_two_instances_share_limits_on_redis(
 ) -> None:
     settings = make_settings(jwt_secret=JWT_SECRET, redis_url=redis_url, redis_prefix=redis_prefix)
     config = security_config(rate_limits=LIMITS)
-    first, second = create_app(settings, config), create_app(settings, config)
+    first = create_app(settings, config, executors=False)
+    second = create_app(settings, config, executors=False)
     async with (
         first.router.lifespan_context(first),
         second.router.lifespan_context(second),

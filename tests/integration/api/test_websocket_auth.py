@@ -21,7 +21,7 @@ from tests.auth import JWT_SECRET, PASSWORD, add_user, security_config
 
 def app_with_socket(settings: Settings) -> FastAPI:
     limits = RateLimitsConfig(ws_connect_per_user="3/minute")
-    app = create_app(settings, security_config(rate_limits=limits))
+    app = create_app(settings, security_config(rate_limits=limits), executors=False)
 
     @app.websocket("/test/ws")
     async def socket(websocket: WebSocket) -> None:
