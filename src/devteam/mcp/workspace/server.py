@@ -263,6 +263,12 @@ class WorkspaceTools:
             if new is not None and new.exists():
                 raise PatchError(f"{patch.new_path}: the patch creates it, but it exists")
             original = ""
+        elif new is None and not patch.hunks:
+            # A deletion without hunks (e.g. of a binary file) removes it whatever it holds.
+            if not old.is_file():
+                raise PatchError(f"{patch.old_path}: no such file to delete")
+            deletes.append(old)
+            return f"deleted {patch.old_path}"
         else:
             if not old.is_file():
                 raise PatchError(f"{patch.old_path}: no such file to patch")
@@ -337,7 +343,9 @@ class WorkspaceTools:
             )
             for name in sorted(files):
                 file = Path(directory, name)
-                if not name.startswith(".") and self.root.contains(file):
+                # Symlinked files are the tree's business; searching them would repeat
+                # their targets or reach outside.
+                if not name.startswith(".") and not file.is_symlink():
                     yield file
 
     @_tool_errors
@@ -385,5 +393,6 @@ async def serve_http(server: MCPServer, *, host: str, port: int) -> None:
         log_config=None,
         lifespan="on",
         server_header=False,
+        timeout_graceful_shutdown=5,
     )
     await uvicorn.Server(config).serve()
