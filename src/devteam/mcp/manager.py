@@ -311,6 +311,11 @@ class McpManager:
     def breaker(self, server: str) -> CircuitBreaker:
         return self._guards_for(self.registry.get(server)).breaker
 
+    def connection(self, server: str) -> McpConnection | None:
+        """The session of a shared server, once it was used (per-task ones: `TaskScope`)."""
+        instance = self._shared.get(server)
+        return None if instance is None else instance.connection
+
     async def check_health(self, server: str) -> bool:
         """Contact a shared server now (opening its session) and record how it went."""
         spec = self.registry.get(server)
@@ -340,6 +345,9 @@ class McpManager:
             guards = self._guards.get(spec.name)
             circuit = guards.breaker.state if guards else CircuitState.CLOSED
             health = guards.health if guards else ServerHealth()
+            tools = list(health.tools)
+            if not tools and (connection := self.connection(spec.name)) is not None:
+                tools = [tool.name for tool in connection.known_tools or []]
             healthy = health.healthy
             if not spec.config.enabled or circuit is CircuitState.OPEN:
                 healthy = False
@@ -350,7 +358,7 @@ class McpManager:
                     enabled=spec.config.enabled,
                     circuit=circuit,
                     healthy=healthy,
-                    tools=list(health.tools),
+                    tools=tools,
                     last_error=health.last_error,
                 )
             )
