@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
+from devteam.mcp.manager import McpManager
 from devteam.observability.health import Check
 from devteam.settings import AppConfig, Settings
 from devteam.storage import Database, Store
@@ -24,6 +25,8 @@ class Services:
     config: AppConfig
     store: Store
     broker: Broker
+    mcp: McpManager
+    """MCP servers, reached with their resilience layers; sessions open on first use."""
     readiness_checks: dict[str, Check] = field(default_factory=dict)
 
 
@@ -31,7 +34,7 @@ class Services:
 async def open_services(
     settings: Settings, config: AppConfig, *, migrate: bool | None = None
 ) -> AsyncIterator[Services]:
-    """Open storage and broker (migrating the schema first when asked)."""
+    """Open storage, broker and the MCP manager (migrating the schema first when asked)."""
     async with AsyncExitStack() as stack:
         db = Database(settings.database_url, pool_size=settings.database_pool_size)
         store = Store(db)
@@ -40,6 +43,8 @@ async def open_services(
             await upgrade(db)
         broker = create_broker(settings.redis_url, prefix=settings.redis_prefix)
         stack.push_async_callback(broker.close)
-        services = Services(settings=settings, config=config, store=store, broker=broker)
+        mcp = McpManager(config.mcp_servers, broker)
+        stack.push_async_callback(mcp.close)
+        services = Services(settings=settings, config=config, store=store, broker=broker, mcp=mcp)
         services.readiness_checks.update(database=store.ping, broker=broker.ping)
         yield services
