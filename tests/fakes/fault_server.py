@@ -1,6 +1,6 @@
 """An MCP server that fails on demand, for the resilience tests.
 
-Run: `python fault_server.py --state DIR [--name NAME]` (stdio).
+Run: `python fault_server.py --state DIR [--name NAME] [--startup-delay S]` (stdio).
 
 Each call of the `work` tool takes the next action from `DIR/plan.json` (a JSON
 list, consumed front first; empty means `ok`) and appends `<pid> <action>` to
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -93,7 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--name", default="fault")
+    parser.add_argument("--startup-delay", type=float, default=0.0, help="Seconds before serving.")
     options = parser.parse_args()
+    time.sleep(options.startup_delay)
     create_server(options.state, options.name).run("stdio")
 
 

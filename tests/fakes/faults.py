@@ -34,13 +34,14 @@ class FaultPlan:
         lines = log.read_text().splitlines() if log.exists() else []
         return [int(line.split(" ", 1)[0]) for line in lines]
 
-    def server_config(self, **overrides: Any) -> dict[str, Any]:
+    def server_config(self, *, startup_delay: float = 0.0, **overrides: Any) -> dict[str, Any]:
         """A `servers.<name>` entry of mcp_servers.yaml running this fault server over stdio."""
+        args = [str(SCRIPT), "--state", str(self.state), "--name", self.name]
         config: dict[str, Any] = {
             "transport": {
                 "type": "stdio",
                 "command": sys.executable,
-                "args": [str(SCRIPT), "--state", str(self.state), "--name", self.name],
+                "args": [*args, "--startup-delay", str(startup_delay)],
             },
             "connect_timeout_s": 30,
             "call_timeout_s": 10,

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from mcp_types import CallToolResult, Tool
 
-from devteam.mcp.caller import ToolCaller, WrapperCaller
+from devteam.mcp.caller import ToolCaller, WrapperCaller, current_trace
 from devteam.mcp.errors import CallNotPermitted, CallTimeout, ProtocolError, TransportFailure
 from devteam.settings.mcp_servers import BreakerPolicy
 
@@ -214,7 +214,8 @@ class BreakerCaller(WrapperCaller):
 
     Transport failures and timeouts are failures; an answer — a result, even one
     with `is_error`, or a JSON-RPC error from the server — is a success. A call
-    abandoned by cancellation gives its permit back. Tool listings count like calls.
+    abandoned (cancelled, or refused by the throttle inside) gives its permit back.
+    Tool listings count like calls.
     """
 
     def __init__(self, inner: ToolCaller, breaker: CircuitBreaker, *, clock: Clock) -> None:
@@ -230,17 +231,25 @@ class BreakerCaller(WrapperCaller):
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         permit = self.breaker.acquire()
+        trace = current_trace()
+        waited_before = trace.waited_s if trace is not None else 0.0
         started = self._clock()
+
+        def duration() -> float:
+            # Waiting for a slot, the rate limit or a session is ours, not server slowness.
+            waited = trace.waited_s - waited_before if trace is not None else 0.0
+            return max(0.0, self._clock() - started - waited)
+
         try:
             result = await call()
         except (TransportFailure, CallTimeout):
-            permit.record_failure(self._clock() - started)
+            permit.record_failure(duration())
             raise
         except ProtocolError:
-            permit.record_success(self._clock() - started)
+            permit.record_success(duration())
             raise
         except BaseException:
             permit.release()
             raise
-        permit.record_success(self._clock() - started)
+        permit.record_success(duration())
         return result

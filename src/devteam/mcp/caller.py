@@ -52,6 +52,9 @@ class CallTrace:
     """Calls that reached the server (or its breaker); retries make more than one."""
     cached: bool = False
     """Served from the result cache without reaching the server."""
+    waited_s: float = 0.0
+    """Time spent before requests went out: waiting for a call slot, for room under
+    the rate limit, or for a session to open. Not the server's slowness."""
 
 
 _TRACE: ContextVar[CallTrace | None] = ContextVar("mcp_call_trace", default=None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TextIO
@@ -43,6 +44,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from devteam import __version__
+from devteam.mcp.caller import current_trace
 from devteam.mcp.errors import CallTimeout, ProtocolError, ServerUnavailable, TransportFailure
 from devteam.mcp.registry import ResolvedTransport, ServerInstance
 from devteam.observability.logging import get_logger
@@ -188,6 +190,14 @@ class McpConnection:
     async def _session(self) -> Client:
         if (client := self._client) is not None:
             return client
+        started = time.monotonic()
+        try:
+            return await self._open_session()
+        finally:
+            if (trace := current_trace()) is not None:
+                trace.waited_s += time.monotonic() - started
+
+    async def _open_session(self) -> Client:
         async with self._open_lock:
             if (client := self._client) is not None:
                 return client

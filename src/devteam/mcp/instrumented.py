@@ -69,23 +69,20 @@ def outcome_of(error: BaseException) -> str:
 class ServerHealth:
     """What the last contact with a server (any of its instances) said."""
 
+    healthy: bool | None = None
+    """True when the last contact worked, False when it failed, None before any."""
     last_ok_at: float | None = None
     last_failure_at: float | None = None
     last_error: str | None = None
     tools: list[str] = field(default_factory=list)
     """Tool names of the last listing."""
 
-    @property
-    def healthy(self) -> bool | None:
-        """True when the last contact worked, False when it failed, None before any."""
-        if self.last_failure_at is None:
-            return None if self.last_ok_at is None else True
-        return self.last_ok_at is not None and self.last_ok_at > self.last_failure_at
-
     def succeeded(self) -> None:
+        self.healthy = True
         self.last_ok_at = time.time()
 
     def failed(self, reason: str) -> None:
+        self.healthy = False
         self.last_failure_at = time.time()
         self.last_error = reason
 

@@ -11,8 +11,8 @@ Around each server instance the calls pass, outermost first:
     CachedCaller       serve idempotent tools from the broker cache; writes retire it
     RetryingCaller     retry transport failures and timeouts, backoff with jitter
     InstrumentedCaller metrics, logs and health, once per attempt
+    BreakerCaller      the server's circuit breaker (an open one refuses at once)
     ThrottledCaller    concurrency slots (per process) and rate limit (shared)
-    BreakerCaller      the server's circuit breaker
     McpConnection      the long-lived session, with the call timeout
 
 and `call()` adds the fallbacks: when a server cannot answer (disabled, not
@@ -170,6 +170,10 @@ class TaskScope:
         self, agent_type: AgentType, *, observer: ToolCallObserver | None = None
     ) -> McpToolset:
         return self.manager.toolset(agent_type, scope=self, observer=observer)
+
+    async def forget_cached_results(self) -> None:
+        """Retire what this task's servers cached, after changing its files another way."""
+        await self.manager._cache.invalidate(self.cache_namespace)
 
     def connection(self, server: str) -> McpConnection | None:
         """The session of a per-task server, once it was used."""
@@ -454,10 +458,14 @@ class McpManager:
             call_timeout=config.timeout_for,
             errlog=self._errlog,
         )
-        caller: ToolCaller = BreakerCaller(connection, guards.breaker, clock=self._clock)
-        caller = ThrottledCaller(
-            caller, slots=guards.slots, rate_limit=guards.rate_limit, budget_for=config.timeout_for
+        caller: ToolCaller = ThrottledCaller(
+            connection,
+            slots=guards.slots,
+            rate_limit=guards.rate_limit,
+            budget_for=config.timeout_for,
+            clock=self._clock,
         )
+        caller = BreakerCaller(caller, guards.breaker, clock=self._clock)
         caller = InstrumentedCaller(caller, guards.health)
         caller = RetryingCaller(caller, config.retry, on_retry=record_retry, sleep=self._sleep)
         caller = CachedCaller(

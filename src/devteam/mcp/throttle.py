@@ -4,7 +4,8 @@
 every process on the broker (the `limits` library's moving window on the
 broker's rate-limit storage). A call over either waits, at most for its own
 timeout, and then fails with `Throttled` — a refusal of our own, not a server
-failure, so the breaker never sees it and it is not retried.
+failure, so the breaker does not count it and it is not retried. The time spent
+waiting goes to the call's trace, so the breaker does not count it as slowness.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from mcp_types import CallToolResult
 
-from devteam.mcp.caller import ToolCaller, WrapperCaller
+from devteam.mcp.caller import ToolCaller, WrapperCaller, current_trace
 from devteam.mcp.errors import Throttled
 from devteam.observability.metrics import RATE_LIMIT_REJECTIONS
 
@@ -58,22 +59,33 @@ class ThrottledCaller(WrapperCaller):
         slots: asyncio.Semaphore,
         rate_limit: RateLimit | None,
         budget_for: Callable[[str], float],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
         self._slots = slots
         self._rate_limit = rate_limit
         self._budget_for = budget_for
+        self._clock = clock
 
     async def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> CallToolResult:
         budget = self._budget_for(tool)
+        started = self._clock()
         try:
-            async with asyncio.timeout(budget):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise Throttled(self.server, f"no free call slot within {budget:g}s") from None
+            try:
+                async with asyncio.timeout(budget):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise Throttled(self.server, f"no free call slot within {budget:g}s") from None
+            try:
+                if self._rate_limit is not None:
+                    await self._rate_limit.wait_for_room(self.server, budget)
+            except BaseException:
+                self._slots.release()
+                raise
+        finally:
+            if (trace := current_trace()) is not None:
+                trace.waited_s += self._clock() - started
         try:
-            if self._rate_limit is not None:
-                await self._rate_limit.wait_for_room(self.server, budget)
             return await self.inner.call_tool(tool, arguments)
         finally:
             self._slots.release()

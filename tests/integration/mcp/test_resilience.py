@@ -205,6 +205,32 @@ async def test_slow_calls_open_the_breaker(make_manager: MakeManager, plan: Faul
     assert manager.breaker("fault").snapshot().slow_call_rate == 100.0
 
 
+async def test_waiting_for_a_slot_or_a_session_is_not_slowness(
+    make_manager: MakeManager, plan: FaultPlan
+) -> None:
+    breaker = {
+        **BREAKER,
+        "sliding_window_size": 2,
+        "minimum_number_of_calls": 2,
+        "slow_call_duration_threshold_s": 0.3,
+        "slow_call_rate_threshold": 100,
+    }
+    config = plan.server_config(breaker=breaker, max_concurrent_calls=1, startup_delay=0.5)
+    manager = make_manager({"fault": config})
+    first = await manager.call("fault", "pid")
+    assert first.duration_s > 0.5  # starting the server takes a while ...
+    assert manager.breaker("fault").snapshot().slow == 0  # ... and is not the call's slowness
+    plan.set("slow:0.5")
+    slow = asyncio.create_task(manager.call("fault", "work", {"text": "slow"}))
+    await until(lambda: plan.calls() == ["slow:0.5"])
+    quick = await manager.call("fault", "echo", {"text": "quick"})  # waits ~0.5s for the slot
+    await slow
+    assert quick.duration_s >= 0.3
+    snapshot = manager.breaker("fault").snapshot()
+    assert (snapshot.calls, snapshot.slow) == (2, 1)  # the echo itself was quick
+    assert manager.breaker("fault").state is CircuitState.CLOSED
+
+
 async def test_the_fallback_answers_while_the_primary_is_open(
     make_manager: MakeManager, tmp_path: Path
 ) -> None:

@@ -283,6 +283,14 @@ async def test_over_stdio_with_the_shipped_configuration(
         escape = await scope.call("workspace", "read_file", {"path": "../outside/secret.txt"})
         assert escape.is_error
         assert "'..' is not allowed" in escape.text
+
+        readme = {"path": "README.md"}
+        assert not (await scope.call("workspace", "read_file", readme)).cached
+        assert (await scope.call("workspace", "read_file", readme)).cached
+        (folders.root / "README.md").write_text("changed behind the server's back\n")
+        await scope.forget_cached_results()
+        fresh = await scope.call("workspace", "read_file", readme)
+        assert (fresh.cached, fresh.text) == (False, "changed behind the server's back\n")
         connection = scope.connection("workspace")
         assert connection is not None and connection.sessions_opened == 1
     assert (folders.root / "out.txt").read_text() == "x"
