@@ -395,7 +395,11 @@ class McpManager:
         return candidates
 
     async def _offers(self, instance: _Instance, tool: str) -> bool:
-        return any(t.name == tool for t in await self._list(instance))
+        """Whether a fallback lists `tool` (one that cannot even list it does not)."""
+        try:
+            return any(t.name == tool for t in await self._list(instance))
+        except ProtocolError:
+            return False
 
     async def _list(self, instance: _Instance) -> list[Tool]:
         fresh = instance.connection.fresh_tools

@@ -23,6 +23,7 @@ into `tool.call` events and stuck detection.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -166,8 +167,10 @@ class McpToolset(AbstractToolset[Any]):
         tools: dict[str, RoutedTool] = {}
         substituted: dict[str, str] = {}
         unavailable: dict[str, str] = {}
-        for grant in self._manager.registry.grants(self.agent_type):
-            offered = await self._offered(grant, substituted, unavailable)
+        grants = self._manager.registry.grants(self.agent_type)
+        # Servers start side by side; names are settled in grant order all the same.
+        offers = await asyncio.gather(*(self._offered(g, substituted, unavailable) for g in grants))
+        for grant, offered in zip(grants, offers, strict=True):
             for server, definition in offered:
                 name = _tool_name(definition.name)
                 if name in tools:
