@@ -7,6 +7,8 @@ often it was really called, so a test can tell a retry from an answer.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,26 @@ async def test_a_crash_mid_call_is_retried_on_a_new_process(
     assert answer.attempts == 2
     assert plan.calls() == ["crash", "ok"]
     assert len(set(plan.pids())) == 2
+
+
+@pytest.mark.parametrize("protocol", ["auto", "legacy"])
+async def test_a_server_killed_between_calls_is_started_again(
+    make_manager: MakeManager, plan: FaultPlan, protocol: str
+) -> None:
+    retry = {**FAST_RETRY, "max_attempts": 2}
+    manager = make_manager({"fault": plan.server_config(protocol=protocol, retry=retry)})
+    pid = (await manager.call("fault", "pid")).structured
+    connection = manager.connection("fault")
+    assert connection is not None
+    os.kill(pid, signal.SIGKILL)
+    if protocol == "auto":
+        # The change subscription of the 2026 protocol ends with the process: the
+        # session is dropped before any call notices.
+        await until(lambda: not connection.connected)
+    answer = await manager.call("fault", "pid")
+    assert answer.structured != pid
+    assert answer.attempts == (1 if protocol == "auto" else 2)
+    assert connection.sessions_opened == 2
 
 
 BREAKER = {
