@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from devteam import __version__
 from devteam.api.errors import install_error_handlers
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
-from devteam.api.routes import audit, auth, health, users
+from devteam.api.routes import audit, auth, health, mcp, users
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -65,6 +65,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    app.include_router(mcp.router)
 
     if settings.cors_origins:
         app.add_middleware(

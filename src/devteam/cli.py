@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -112,3 +113,32 @@ def version() -> None:
     from devteam import __version__
 
     typer.echo(__version__)
+
+
+mcp_app = typer.Typer(help="MCP servers DevTeam ships.", no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("workspace")
+def mcp_workspace(
+    root: Annotated[
+        Path, typer.Option(help="The folder it serves; no path outside it is reachable.")
+    ],
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve Streamable HTTP at /mcp instead of stdio.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Interface for --http.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for --http.")] = 8765,
+) -> None:
+    """Run the workspace MCP server (files of one folder) over stdio or Streamable HTTP."""
+    from devteam.mcp.workspace import create_workspace_server, serve_http
+
+    # stdout carries the protocol over stdio: logs go to stderr only.
+    configure_logging(level="WARNING", fmt="console", stream=sys.stderr)
+    if not root.is_dir():
+        fail(f"--root {root}: not a folder")
+    server = create_workspace_server(root)
+    if http:
+        asyncio.run(serve_http(server, host=host, port=port))
+    else:
+        server.run("stdio")

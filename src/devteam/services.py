@@ -15,6 +15,7 @@ from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.mcp.manager import McpManager
 from devteam.observability.health import Check
 from devteam.orchestration.team_leader import TeamLeader
 from devteam.security import Security
@@ -30,6 +31,8 @@ class Services:
     store: Store
     broker: Broker
     security: Security
+    mcp: McpManager
+    """MCP servers, reached with their resilience layers; sessions open on first use."""
     team_leader: TeamLeader
     readiness_checks: dict[str, Check] = field(default_factory=dict)
 
@@ -73,7 +76,7 @@ async def open_services(
     executors: bool = False,
     agents: Mapping[AgentType, Agent] | None = None,
 ) -> AsyncIterator[Services]:
-    """Open storage, broker and the TeamLeader (migrating the schema first when asked).
+    """Open storage, broker, MCP and the TeamLeader (migrating the schema first when asked).
 
     With `executors`, this process also runs agent work (and the sweeper); on
     the way out it stops taking work, lets running attempts finish within
@@ -88,6 +91,8 @@ async def open_services(
         broker = create_broker(settings.redis_url, prefix=settings.redis_prefix)
         stack.push_async_callback(broker.close)
         security = Security.create(settings, config, store, broker.rate_limit_storage())
+        mcp = McpManager(config.mcp_servers, broker)
+        stack.push_async_callback(mcp.close)
         leader = build_team_leader(settings, config, store, broker, agents)
         services = Services(
             settings=settings,
@@ -95,6 +100,7 @@ async def open_services(
             store=store,
             broker=broker,
             security=security,
+            mcp=mcp,
             team_leader=leader,
         )
         if executors:

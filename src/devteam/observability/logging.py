@@ -143,7 +143,15 @@ def configure_logging(
         logger.propagate = True
     # Access lines duplicate our own request log line.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    for noisy in ("sqlalchemy.engine", "httpx", "httpcore", "mcp", "aiosqlite", "asyncio"):
+    for noisy in (
+        "sqlalchemy.engine",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "mcp",
+        "aiosqlite",
+        "asyncio",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -47,6 +47,7 @@ MATRIX: list[tuple[str, str, str, int, int, int, int, int]] = [
     ("PATCH", "/api/v1/users/{user_id}",    "other",   200,  403,     403,      403,   401),
     ("PATCH", "/api/v1/users/{user_id}",    "missing", 404,  403,     403,      403,   401),
     ("GET",   "/api/v1/audit",              "-",       200,  403,     403,      403,   401),
+    ("GET",   "/api/v1/mcp/servers",        "-",       200,  200,     403,      403,   401),
     # Last: it ends the caller's session.
     ("POST",  "/api/v1/auth/logout",        "-",       204,  204,     204,      204,   401),
 ]
