@@ -25,6 +25,8 @@ class Step:
     """Raise an unexpected exception."""
     block: bool = False
     """Wait until cancelled."""
+    gate: bool = False
+    """Wait until the test opens `ScriptBook.gate`."""
     usage: Usage = field(default_factory=Usage)
     progress: list[str] = field(default_factory=list)
     tool_calls: int = 0
@@ -59,6 +61,9 @@ class ScriptedAgent:
             if step.block:
                 self.script.blocked.set()
                 await asyncio.Event().wait()
+            if step.gate:
+                self.script.blocked.set()
+                await self.script.gate.wait()
             if step.sleep:
                 await asyncio.sleep(step.sleep)
             if step.crash:
@@ -88,6 +93,7 @@ class ScriptBook:
         self.peak = 0
         self.finished: defaultdict[str, int] = defaultdict(int)
         self.blocked = asyncio.Event()
+        self.gate = asyncio.Event()
 
     def on(self, key: str, *steps: Step) -> ScriptBook:
         self.steps[key] = list(steps)

@@ -42,7 +42,7 @@ from devteam.orchestration.engine import Engine, TransitionResult
 from devteam.orchestration.planner import Planner, PlanningFailed, build_subtasks
 from devteam.orchestration.recovery import end_lost_attempt
 from devteam.orchestration.rules.base import Decision, TransitionRequest, Tree
-from devteam.orchestration.work import CONTROL_CHANNEL, PRIORITY_QUEUES, WorkItem
+from devteam.orchestration.work import CONTROL_CHANNEL, PLAN_QUEUE, PRIORITY_QUEUES, WorkItem
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store, UnitOfWork
 
@@ -83,6 +83,7 @@ class Executor:
         config: Callable[[], TeamLeaderConfig],
         clock: Clock,
         concurrency: int = 10,
+        planning_concurrency: int = 4,
         name: str = "executor",
     ) -> None:
         self.engine = engine
@@ -93,6 +94,8 @@ class Executor:
         self.config = config
         self.clock = clock
         self.concurrency = concurrency
+        self.planning_concurrency = planning_concurrency
+        self._planning: set[UUID] = set()
         self.owner = f"{name}-{uuid.uuid4().hex[:10]}"
         self._running: dict[UUID, _Running] = {}
         self._held: dict[str, _Held] = {}
@@ -125,6 +128,7 @@ class Executor:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._receive_loop(), name="executor-receive")
+                group.create_task(self._plan_loop(), name="executor-plan")
                 group.create_task(self._heartbeat_loop(), name="executor-heartbeat")
                 group.create_task(self._held_loop(), name="executor-held")
         finally:
@@ -198,9 +202,34 @@ class Executor:
         plans = [(i, m) for i, m in batch if i.kind == "plan"]
         runs = [(i, m) for i, m in batch if i.kind == "run"]
         for item, message in plans:
+            self._planning.add(item.task_id)
             self._spawn(self._plan(item, message))
         if runs:
             await self._start(runs)
+
+    async def _plan_loop(self) -> None:
+        """Take roots to plan, a few at a time, whatever agent work is running."""
+        lease = self.config().leases.duration_s
+        while self._receiving:
+            free = self.planning_concurrency - len(self._planning)
+            if free <= 0:
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                continue
+            try:
+                messages = await self.broker.queue.receive(
+                    [PLAN_QUEUE], self.owner, max_messages=free, wait=1.0, visibility_timeout=lease
+                )
+            except Exception:
+                log.exception("receiving plans failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if not self.accepting_work:
+                await self._release(messages)
+                return
+            if messages:
+                await self._dispatch([(WorkItem.decode(m.payload), m) for m in messages])
 
     async def _start(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         """Start a batch of attempts in one transaction; hold what must wait."""
@@ -469,6 +498,7 @@ class Executor:
             lease_expires_at=lease_until,
         )
         if not (start.accepted and start.task.status == S.PLANNING):
+            self._planning.discard(item.task_id)
             await self._not_started(item, message, start.task)
             return
         running = _Running(item, message)
@@ -483,6 +513,7 @@ class Executor:
                 _uncancel()
                 if running.stop_reason == "lease_lost":
                     self._finish(running)
+                    self._planning.discard(root.id)
                     return
                 target = S.CANCELLED if running.stop_reason == "cancel" else S.PENDING
                 await self.engine.transition(root.id, target, root_id=root.id, reason="stopped")
@@ -547,6 +578,7 @@ class Executor:
                 )
             await self._ack(message)
             self._finish(running)
+            self._planning.discard(root.id)
 
     # -- leases ----------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ def default_policy() -> Policy:
     return Policy(
         [
             # Guards: may reject, delay or rewrite.
-            AllowOnlyValidMoves(),
             HonourCancellation(),
+            AllowOnlyValidMoves(),
             CancelIdleWorkAtOnce(),
             RetryFailedAttempts(),
             EnforceComplexityBudget(),

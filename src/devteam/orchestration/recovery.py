@@ -24,7 +24,7 @@ from devteam.orchestration.clock import Clock
 from devteam.orchestration.engine import Engine, TransitionResult
 from devteam.orchestration.rules.base import TransitionRequest
 from devteam.orchestration.rules.scheduling import phase_rank
-from devteam.orchestration.work import PRIORITY_QUEUES, BrokerEffects
+from devteam.orchestration.work import PLAN_QUEUE, PRIORITY_QUEUES, BrokerEffects
 from devteam.storage import Store
 
 log = get_logger(__name__)
@@ -168,6 +168,9 @@ class Sweeper:
             in_flight += depth.in_flight
         metrics.QUEUE_DEPTH.labels("tasks", "ready").set(ready)
         metrics.QUEUE_DEPTH.labels("tasks", "in_flight").set(in_flight)
+        plans = await self.effects.broker.queue.depth(PLAN_QUEUE)
+        metrics.QUEUE_DEPTH.labels("plans", "ready").set(plans.ready)
+        metrics.QUEUE_DEPTH.labels("plans", "in_flight").set(plans.in_flight)
 
 
 def _overdue_phase(tasks: list[Task], phases: list[str], cutoff: Any) -> str | None:

@@ -34,7 +34,10 @@ def queue_for(priority: int) -> str:
 
 
 PRIORITY_QUEUES = [queue_for(p) for p in range(10, 0, -1)]
-"""Every work queue, most urgent first."""
+"""The queues of agent work, most urgent first."""
+
+PLAN_QUEUE = "plans"
+"""Root tasks to plan: TeamLeader work, taken apart from agent work so it is never starved."""
 
 
 def events_channel(root_id: UUID) -> str:
@@ -126,7 +129,9 @@ class BrokerEffects:
     async def enqueue(self, tasks: list[Task]) -> None:
         by_queue: dict[str, list[bytes]] = defaultdict(list)
         for task in tasks:
-            by_queue[queue_for(task.priority)].append(WorkItem.for_task(task).encode())
+            item = WorkItem.for_task(task)
+            queue = PLAN_QUEUE if item.kind == "plan" else queue_for(task.priority)
+            by_queue[queue].append(item.encode())
         for queue, payloads in by_queue.items():
             await self.broker.queue.enqueue(queue, payloads)
 

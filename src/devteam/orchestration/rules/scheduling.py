@@ -118,6 +118,8 @@ class LimitConcurrency(TaskRule):
     TO = frozenset({S.IN_PROGRESS})
 
     async def before_transition(self, ctx: TransitionContext) -> None:
+        if ctx.tree.has_children(ctx.task.id):
+            return  # a parent runs no agent of its own: it takes no slot
         config = ctx.config.concurrency
         tasks = ctx.tx.tasks
         await tasks.lock_starts()
