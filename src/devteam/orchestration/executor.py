@@ -108,6 +108,7 @@ class Executor:
         """Set once nothing runs any more after `stop()`: the loops end."""
         self._control: Subscription | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._group: asyncio.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,6 +128,8 @@ class Executor:
         metrics.EXECUTOR_SLOTS.labels("total").set(self.concurrency)
         try:
             async with asyncio.TaskGroup() as group:
+                # Attempts and plans run in this group too: run() ends only when they have.
+                self._group = group
                 group.create_task(self._receive_loop(), name="executor-receive")
                 group.create_task(self._plan_loop(), name="executor-plan")
                 group.create_task(self._heartbeat_loop(), name="executor-heartbeat")
@@ -622,7 +625,9 @@ class Executor:
     # -- helpers ---------------------------------------------------------------------
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine)
+        # Attempts catch their own errors, so one never cancels its siblings in the group.
+        group = self._group
+        task = group.create_task(coroutine) if group else asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

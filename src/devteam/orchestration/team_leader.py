@@ -144,7 +144,9 @@ class TeamLeader:
         self.sweeper.stop()
         await asyncio.gather(*(e.stop(grace) for e in self.executors))
         # The loops end at their next safe point; cancel only what overstays.
-        _, late = await asyncio.wait(self._background, timeout=grace + 5.0)
+        late: set[asyncio.Task[Any]] = set()
+        if self._background:
+            _, late = await asyncio.wait(self._background, timeout=grace + 5.0)
         for task in late:
             task.cancel()
         for task in self._background:
