@@ -11,10 +11,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from devteam import __version__
 from devteam.api.errors import install_error_handlers
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
-from devteam.api.routes import audit, auth, health, mcp, users
+from devteam.api.routes import audit, auth, health, mcp, metrics, users
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
+from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_http
 from devteam.security.tokens import configured_signing_keys
 from devteam.services import open_services
 from devteam.settings import AppConfig, Settings, load_config
@@ -35,6 +36,7 @@ def create_app(
     without, it only serves the API and workers elsewhere run the work.
     """
     app_config = config if config is not None else load_config(settings.config_dir)
+    BUILD_INFO.info({"version": __version__})
     # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
     configured_signing_keys(settings, app_config.security.tokens)
 
@@ -66,6 +68,7 @@ def create_app(
     app.include_router(users.router)
     app.include_router(audit.router)
     app.include_router(mcp.router)
+    app.include_router(metrics.router)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -84,5 +87,10 @@ def create_app(
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so it is outermost: every response, errors included, gets its id.
-    app.add_middleware(EdgeMiddleware, hsts=settings.hsts)
+    app.add_middleware(
+        EdgeMiddleware,
+        hsts=settings.hsts,
+        observers=[observe_http],
+        in_flight=HTTP_IN_FLIGHT.inc,
+    )
     return app

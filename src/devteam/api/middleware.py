@@ -29,6 +29,7 @@ log = get_logger("devteam.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 RequestObserver = Callable[[Scope, int, float], None]
+InFlight = Callable[[int], None]
 """Called after each HTTP request with (scope, status code, seconds); used for metrics."""
 
 
@@ -46,9 +47,11 @@ class EdgeMiddleware:
         *,
         hsts: bool = False,
         observers: list[RequestObserver] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.app = app
         self.observers = observers if observers is not None else []
+        self.in_flight = in_flight
         self.security_headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
@@ -82,6 +85,8 @@ class EdgeMiddleware:
             await send(message)
 
         clear_context()
+        if self.in_flight is not None and scope["type"] == "http":
+            self.in_flight(1)
         with log_context(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_headers)
@@ -93,6 +98,8 @@ class EdgeMiddleware:
                     raise
             finally:
                 if scope["type"] == "http":
+                    if self.in_flight is not None:
+                        self.in_flight(-1)
                     elapsed = time.perf_counter() - begin
                     for observe in self.observers:
                         observe(scope, status, elapsed)

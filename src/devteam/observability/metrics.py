@@ -7,6 +7,9 @@ user types becomes a label.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -104,3 +107,18 @@ WS_DROPS = Counter(
 RATE_LIMIT_REJECTIONS = Counter(
     "devteam_rate_limit_rejections_total", "Requests refused by a rate limit", ["scope"]
 )
+
+
+def route_label(scope: MutableMapping[str, Any]) -> str:
+    """The matched route's template (never the raw path, which would be unbounded)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+def observe_http(scope: MutableMapping[str, Any], status: int, seconds: float) -> None:
+    """Record one HTTP request (the edge middleware calls this after each response)."""
+    method = str(scope.get("method", "GET"))
+    route = route_label(scope)
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route).observe(seconds)
