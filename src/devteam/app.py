@@ -17,7 +17,7 @@ from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_http
 from devteam.security.tokens import configured_signing_keys
-from devteam.services import open_services
+from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
 
 log = get_logger(__name__)
@@ -93,4 +93,21 @@ def create_app(
         observers=[observe_http],
         in_flight=HTTP_IN_FLIGHT.inc,
     )
+    return app
+
+
+def create_worker_app(services: Services) -> FastAPI:
+    """What a worker serves: its health and its metrics (for probes and Prometheus)."""
+    app = FastAPI(
+        title="DevTeam worker",
+        version=__version__,
+        summary="Health and metrics of a DevTeam worker process.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(EdgeMiddleware, observers=[observe_http], in_flight=HTTP_IN_FLIGHT.inc)
     return app

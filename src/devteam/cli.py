@@ -51,6 +51,14 @@ def serve(
         bool | None,
         typer.Option("--migrate/--no-migrate", help="Apply database migrations at start."),
     ] = None,
+    executors: Annotated[
+        bool,
+        typer.Option(
+            "--executors/--no-executors",
+            help="Also run agent work in this process (the embedded default); "
+            "--no-executors serves the API only, for deployments with `devteam worker`.",
+        ),
+    ] = True,
 ) -> None:
     """Start the API (embedded defaults: SQLite and the in-process broker)."""
     import uvicorn
@@ -58,8 +66,10 @@ def serve(
     from devteam.app import create_app
 
     settings, config = load(host=host, port=port, migrate_on_start=migrate)
+    if not executors and settings.redis_url is None:
+        fail("--no-executors needs DEVTEAM_REDIS_URL: workers reach the work through Redis")
     try:
-        application = create_app(settings, config)
+        application = create_app(settings, config, executors=executors)
     except ConfigError as exc:
         fail(exc.message)
     server = uvicorn.Server(
@@ -77,6 +87,37 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Agent attempts this worker runs at once "
+            "(default: DEVTEAM_EXECUTOR_CONCURRENCY, else the global limit)."
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface of the health and metrics endpoint.")
+    ] = None,
+    port: Annotated[
+        int, typer.Option(help="Port of the health and metrics endpoint (0: none).")
+    ] = 9101,
+) -> None:
+    """Run agent work only (no API), on Postgres and Redis next to `serve --no-executors`.
+
+    SIGTERM (or Ctrl-C) stops taking work, lets running attempts finish within
+    DEVTEAM_SHUTDOWN_GRACE_S and hands the rest back to the queue.
+    """
+    settings, config = load(host=host)
+    if concurrency is not None:
+        settings = settings.model_copy(update={"executor_concurrency": concurrency})
+    if settings.redis_url is None:
+        fail("a worker needs DEVTEAM_REDIS_URL: the API hands it work through Redis")
+    from devteam.worker import run_worker
+
+    asyncio.run(run_worker(settings, config, port))
 
 
 @app.command()

@@ -30,7 +30,8 @@ class Services:
     config: AppConfig
     store: Store
     broker: Broker
-    security: Security
+    security: Security | None
+    """Authentication for the API; None in a worker, which serves no API."""
     mcp: McpManager
     """MCP servers, reached with their resilience layers; sessions open on first use."""
     team_leader: TeamLeader
@@ -74,6 +75,7 @@ async def open_services(
     *,
     migrate: bool | None = None,
     executors: bool = False,
+    api: bool = True,
     agents: Mapping[AgentType, Agent] | None = None,
 ) -> AsyncIterator[Services]:
     """Open storage, broker, MCP and the TeamLeader (migrating the schema first when asked).
@@ -90,7 +92,9 @@ async def open_services(
             await upgrade(db)
         broker = create_broker(settings.redis_url, prefix=settings.redis_prefix)
         stack.push_async_callback(broker.close)
-        security = Security.create(settings, config, store, broker.rate_limit_storage())
+        security = (
+            Security.create(settings, config, store, broker.rate_limit_storage()) if api else None
+        )
         mcp = McpManager(config.mcp_servers, broker)
         stack.push_async_callback(mcp.close)
         leader = build_team_leader(settings, config, store, broker, agents)

@@ -26,7 +26,7 @@ from fastapi.params import Depends as DependsParam
 from fastapi.security import OAuth2PasswordBearer
 
 from devteam.api.deps import ServicesDep
-from devteam.domain.errors import Forbidden, Unauthorized
+from devteam.domain.errors import Forbidden, ServiceUnavailable, Unauthorized
 from devteam.domain.permissions import Permission
 from devteam.security import Auditor, Origin, Principal, Security
 from devteam.security.ratelimit import RateLimitScope
@@ -42,6 +42,8 @@ oauth2_scheme = OAuth2PasswordBearer(
 
 
 def get_security(services: ServicesDep) -> Security:
+    if services.security is None:
+        raise ServiceUnavailable("this process serves no API")
     return services.security
 
 

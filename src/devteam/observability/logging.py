@@ -150,6 +150,7 @@ def configure_logging(
         "httpcore",
         "mcp",
         "aiosqlite",
+        "alembic.runtime.plugins",
         "asyncio",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
