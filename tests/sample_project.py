@@ -2,7 +2,7 @@
 
 `make_project(workspaces_root / "shop")` creates it as a git repository with one
 commit on `main`; the edits the scripted coders make (`VERSION_ROUTE_PATCH`,
-`VERSION_TEST`, `VERSION_PAGE_SCRIPT`) apply to it.
+`VERSION_TEST`, `VERSION_PAGE_SCRIPT`, `VERSION_PAGE_PATCH`) apply to it.
 """
 
 from __future__ import annotations
@@ -153,3 +153,19 @@ def make_project(path: Path) -> Path:
     git(path, "add", "--all")
     git(path, "commit", "-q", "-m", "The shop: health route, page, tests")
     return path
+
+
+VERSION_PAGE_PATCH = "\n".join(
+    [
+        "--- a/static/index.html",
+        "+++ b/static/index.html",
+        "@@ -4,5 +4,6 @@",
+        "   <body>",
+        '     <main id="app"></main>',
+        '     <script src="app.js"></script>',
+        '+    <script type="module" src="version.js"></script>',
+        "   </body>",
+        " </html>",
+        "",
+    ]
+)
