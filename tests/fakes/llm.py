@@ -86,7 +86,7 @@ def malformed(arguments: str = '{"summary": ') -> ToolCalls:
     return calls(ToolCallSpec(OUTPUT_TOOL, arguments))
 
 
-def rate_limited(retry_after: float = 0) -> HttpError:
+def rate_limited(retry_after: int = 0) -> HttpError:
     return HttpError(
         status=429,
         message="Rate limit reached for requests",

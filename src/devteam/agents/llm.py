@@ -3,9 +3,12 @@
 `DEVTEAM_LLM_MODEL` names the model every agent and the planner use
 (`anthropic:<model>`, `openai-chat:<model>`, `openai:<model>`, or any other
 pydantic-ai model string); `models` in agents.yaml overrides it per agent type
-(and `team_leader` for the planner). `DEVTEAM_LLM_BASE_URL` points OpenAI-style
-models (and Anthropic ones) at another server — Ollama, vLLM, a gateway, the
-tests' fake — and `DEVTEAM_LLM_API_KEY` is the key they send.
+(and `team_leader` for the planner). `DEVTEAM_LLM_BASE_URL` points the
+OpenAI-style models (`openai-chat:`, `openai:`) at an OpenAI-compatible server —
+Ollama, vLLM, a gateway, the tests' fake. `DEVTEAM_LLM_API_KEY` is the key the
+OpenAI-style and Anthropic models send; unset, each provider's own variable
+(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) serves, which is how one deployment
+mixes providers.
 
 One provider model (and its HTTP client) is built per model string when the
 process starts, so a wrong model string or a missing key stops start-up; each
@@ -48,7 +51,10 @@ def provider_of(model: str) -> str:
 
 
 def check_model(model: str, *, base_url: str | None, api_key: str | None) -> None:
-    """Refuse, with the reason, a model string that cannot work with these settings."""
+    """Refuse, with the reason, a model string that cannot work with these settings.
+
+    `base_url` is the OpenAI-compatible server; it serves OpenAI-style models only.
+    """
     provider, _, name = model.partition(":")
     if not name:
         raise ModelSetupError("use <provider>:<model>, e.g. anthropic:claude-sonnet-4-5")
@@ -58,14 +64,10 @@ def check_model(model: str, *, base_url: str | None, api_key: str | None) -> Non
                 f"{model} needs an API key: set DEVTEAM_LLM_API_KEY (or OPENAI_API_KEY)"
             )
     elif provider == "anthropic":
-        if not (api_key or base_url or _anthropic_credentials_in_environment()):
+        if not (api_key or _anthropic_credentials_in_environment()):
             raise ModelSetupError(
                 f"{model} needs an API key: set DEVTEAM_LLM_API_KEY (or ANTHROPIC_API_KEY)"
             )
-    elif base_url:
-        raise ModelSetupError(
-            "DEVTEAM_LLM_BASE_URL serves openai-chat:, openai: and anthropic: models only"
-        )
     else:
         try:
             infer_provider_class(provider)
@@ -109,9 +111,7 @@ def build_model(
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        anthropic_client = AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
-        )
+        anthropic_client = AsyncAnthropic(api_key=api_key, max_retries=0, timeout=timeout)
         return (
             AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic_client)),
             anthropic_client.close,
@@ -135,6 +135,12 @@ def _models_in_use(
 def check_models(settings: Settings, config: AgentsConfig, config_file: Path | None = None) -> None:
     """Refuse at start-up, in one line naming the setting, a model that cannot work."""
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    model = settings.llm_model
+    if settings.llm_base_url and model and provider_of(model) not in OPENAI_STYLE:
+        raise ConfigError(
+            "environment: DEVTEAM_LLM_BASE_URL: an OpenAI-compatible server serves "
+            f"openai-chat: and openai: models, not {model!r} (DEVTEAM_LLM_MODEL)"
+        )
     for origin, model in _models_in_use(settings, config, config_file):
         try:
             check_model(model, base_url=settings.llm_base_url, api_key=api_key)
@@ -165,6 +171,7 @@ class LanguageModels:
         self._limits: dict[str, ProviderRateLimit] = {}
         """Model string -> the rate limit of its provider."""
         by_provider: dict[str, ProviderRateLimit] = {}
+        check_models(settings, config, config_file)
         api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         for origin, model in _models_in_use(settings, config, config_file):
             if model in self._models:
@@ -182,7 +189,8 @@ class LanguageModels:
             if closer is not None:
                 self._closers.append(closer)
             if config.rate_limit is not None and rate_limit_storage is not None:
-                key = settings.llm_base_url or provider_of(model)
+                provider = provider_of(model)
+                key = (settings.llm_base_url if provider in OPENAI_STYLE else None) or provider
                 if key not in by_provider:
                     by_provider[key] = ProviderRateLimit(rate_limit_storage, config.rate_limit, key)
                 self._limits[model] = by_provider[key]

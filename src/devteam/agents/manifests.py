@@ -211,7 +211,7 @@ def split_requirement(text: str) -> tuple[str, str] | None:
     if match is None:
         return None
     name, extras, rest = match.groups()
-    return name, f"{extras or ''}{rest}".strip()
+    return name, " ".join(part for part in (extras, rest.strip()) if part)
 
 
 def read_pyproject(text: str, path: str, facts: ManifestFacts) -> None:
