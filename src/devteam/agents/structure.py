@@ -163,9 +163,7 @@ class ScanTools:
         total = sum(self.calls.values())
         self.calls.clear()
         for (server, tool), outcomes in by_tool.items():
-            outcome = "ok" if set(outcomes) == {"ok"} else "mixed"
-            if "ok" not in outcomes:
-                outcome = next(iter(outcomes)) if len(outcomes) == 1 else "mixed"
+            outcome = next(iter(outcomes)) if len(outcomes) == 1 else "mixed"
             await self.context.tool_call(
                 server, tool, outcome, calls=sum(outcomes.values()), outcomes=outcomes
             )
