@@ -17,7 +17,6 @@ Every request is recorded, so a test can read what an agent was told.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import socket
@@ -226,8 +225,6 @@ class FakeLLM:
             self._server.should_exit = True
             await self._server.shutdown(sockets=[self._socket])
             self._socket.close()
-        # Let the transports of closed connections finish closing.
-        await asyncio.sleep(0)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
