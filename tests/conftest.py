@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai import models
 
 from devteam.broker.memory import MemoryBroker
 from devteam.broker.protocol import Broker
@@ -18,6 +19,7 @@ from devteam.settings import Settings
 from devteam.storage import Database, Store
 from devteam.storage.migrate import upgrade
 from tests import servers
+from tests.fakes.llm import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,6 +38,21 @@ BROKER_BACKENDS = [
 def _logging() -> None:
     """Log as the service does, through the standard library, so `caplog` sees it."""
     configure_logging(level="INFO", fmt="console")
+
+
+@pytest.fixture(autouse=True)
+def _no_model_requests() -> Iterator[None]:
+    """No test reaches a real LLM; the tests on the fake server allow requests (`fake_llm`)."""
+    with models.override_allow_model_requests(False):
+        yield
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    """A fake OpenAI-compatible server on loopback; model requests are allowed meanwhile."""
+    async with FakeLLM() as llm:
+        with models.override_allow_model_requests(True):
+            yield llm
 
 
 @pytest.fixture(scope="session")

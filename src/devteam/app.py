@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from devteam import __version__
+from devteam.agents.llm import check_models
 from devteam.api.errors import install_error_handlers
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import audit, auth, health, mcp, metrics, users
@@ -39,6 +40,8 @@ def create_app(
     BUILD_INFO.info({"version": __version__})
     # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
     configured_signing_keys(settings, app_config.security.tokens)
+    # So does an LLM model that cannot work (unknown provider, no API key).
+    check_models(settings, app_config.agents, settings.config_dir / "agents.yaml")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

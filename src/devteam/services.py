@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from pydantic_ai.models import Model
+
+from devteam.agents.llm import LanguageModels
+from devteam.agents.registry import build_agents, build_workspaces
 from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
 from devteam.domain.agents import Agent
@@ -35,19 +38,9 @@ class Services:
     mcp: McpManager
     """MCP servers, reached with their resilience layers; sessions open on first use."""
     team_leader: TeamLeader
+    llm: LanguageModels
+    """The LLMs agents and the planner use (none when DEVTEAM_LLM_MODEL is unset)."""
     readiness_checks: dict[str, Check] = field(default_factory=dict)
-
-
-def project_check(workspaces_root: Path) -> Callable[[str], str | None]:
-    """A project is a git repository in the workspaces folder."""
-
-    def check(project_id: str) -> str | None:
-        path = workspaces_root / project_id
-        if not (path / ".git").exists():
-            return f"project {project_id!r} does not exist: no git repository at {path}"
-        return None
-
-    return check
 
 
 def build_team_leader(
@@ -56,6 +49,8 @@ def build_team_leader(
     store: Store,
     broker: Broker,
     agents: Mapping[AgentType, Agent] | None = None,
+    *,
+    planner_model: Callable[[], Model | None] | None = None,
 ) -> TeamLeader:
     return TeamLeader(
         store=store,
@@ -63,8 +58,9 @@ def build_team_leader(
         config=config.team_leader,
         config_path=settings.config_dir / "team_leader.yaml",
         agents=agents,
+        planner_model=planner_model,
         planner_prompt=settings.prompts_dir / "team_leader.md",
-        project_check=project_check(settings.workspaces_root),
+        project_check=build_workspaces(settings, config).check,
     )
 
 
@@ -97,7 +93,19 @@ async def open_services(
         )
         mcp = McpManager(config.mcp_servers, broker)
         stack.push_async_callback(mcp.close)
-        leader = build_team_leader(settings, config, store, broker, agents)
+        llm = LanguageModels(
+            settings,
+            config.agents,
+            broker.rate_limit_storage(),
+            config_file=settings.config_dir / "agents.yaml",
+        )
+        stack.push_async_callback(llm.close)
+        if agents is None:
+            # Stuck detection follows the rules in force, also after a reload.
+            agents = build_agents(settings, config, mcp, llm, rules=lambda: leader.config())
+        leader = build_team_leader(
+            settings, config, store, broker, agents, planner_model=llm.planner_model
+        )
         services = Services(
             settings=settings,
             config=config,
@@ -106,6 +114,7 @@ async def open_services(
             security=security,
             mcp=mcp,
             team_leader=leader,
+            llm=llm,
         )
         if executors:
             await leader.start(concurrency=settings.executor_concurrency)

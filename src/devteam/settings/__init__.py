@@ -22,11 +22,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devteam.domain.errors import ConfigError
+from devteam.settings.agents import AgentsConfig
 from devteam.settings.mcp_servers import McpServersConfig
 from devteam.settings.security import SecurityConfig
 from devteam.settings.team_leader import TeamLeaderConfig
 
 __all__ = [
+    "AgentsConfig",
     "AppConfig",
     "McpServersConfig",
     "SecurityConfig",
@@ -68,7 +70,7 @@ class Settings(BaseSettings):
     """Prefix of every Redis key and channel, so several deployments can share a server."""
 
     config_dir: Path = Path("config")
-    """Folder holding team_leader.yaml, mcp_servers.yaml and security.yaml."""
+    """Folder holding team_leader.yaml, mcp_servers.yaml, security.yaml and agents.yaml."""
     prompts_dir: Path = Path("system_prompts")
     workspaces_root: Path = Path("workspaces")
     """Projects: `project_id` names a git repository in this folder."""
@@ -135,12 +137,14 @@ class AppConfig(BaseModel):
     team_leader: TeamLeaderConfig = TeamLeaderConfig()
     mcp_servers: McpServersConfig = McpServersConfig()
     security: SecurityConfig = SecurityConfig()
+    agents: AgentsConfig = AgentsConfig()
 
 
 CONFIG_FILES: dict[str, type[BaseModel]] = {
     "team_leader": TeamLeaderConfig,
     "mcp_servers": McpServersConfig,
     "security": SecurityConfig,
+    "agents": AgentsConfig,
 }
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,0 +1,223 @@
+"""The base of every agent: one class per agent type, generic over its output model.
+
+`BaseAgent.execute(spec, context)` is what the TeamLeader calls. It checks that
+the agent can work at all (an LLM when it needs one, budget left), runs the
+agent's `work()` and turns the outcome into a `TaskResult`: the typed output as
+JSON, its summary, the usage of the attempt, the output type, the model and the
+version of the system prompt. Failures are `AgentFailed` with the code that
+decides whether the TeamLeader retries, and carry the usage spent so far.
+
+`ask()` is one pydantic-ai run: the system prompt read from disk now, the
+model of this agent type wrapped for this attempt (retries, rate limit,
+metering), the granted MCP tools through an observer (stuck detection,
+`tool.call` events), and usage limits from the attempt's budget and the agent's
+limits in agents.yaml.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+from pydantic_ai import Agent as LlmAgent
+from pydantic_ai import UsageLimits
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelAuthenticationError,
+    ModelNotFoundError,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+)
+from pydantic_ai.toolsets import AbstractToolset
+
+from devteam.agents.llm import LanguageModels
+from devteam.agents.metering import UsageMeter
+from devteam.agents.observer import AttemptObserver, StuckDetected
+from devteam.agents.prompts import Prompt, PromptStore
+from devteam.agents.workspaces import Workspaces
+from devteam.domain.agents import AgentContext, AgentFailed
+from devteam.domain.enums import AgentType
+from devteam.domain.errors import ErrorCode
+from devteam.domain.tasks import TaskResult, TaskSpec, Usage
+from devteam.mcp.manager import McpManager
+from devteam.settings.agents import AgentsConfig
+from devteam.settings.team_leader import TeamLeaderConfig
+
+OutputT = TypeVar("OutputT", bound=BaseModel)
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
+OUTPUT_RETRIES = 3
+"""Times a malformed or invalid answer (or a refused tool call) is sent back to the model."""
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class AgentKit:
+    """What every agent works with, shared by all of one process."""
+
+    llm: LanguageModels
+    prompts: PromptStore
+    mcp: McpManager
+    workspaces: Workspaces
+    config: AgentsConfig
+    rules: Callable[[], TeamLeaderConfig]
+    """The TeamLeader's rules in force (they can be reloaded while running)."""
+
+
+class Attempt:
+    """One attempt of one agent at one task: its meter, its observer, what it used."""
+
+    def __init__(self, spec: TaskSpec, context: AgentContext, kit: AgentKit) -> None:
+        self.spec = spec
+        self.context = context
+        self.meter = UsageMeter(context.add_usage)
+        self.observer = AttemptObserver(
+            context, self.meter, kit.rules().stuck.max_repeated_tool_calls
+        )
+        self.prompt: Prompt | None = None
+        self.model: str | None = None
+
+
+class BaseAgent(ABC, Generic[OutputT]):
+    agent_type: AgentType
+    description: str
+    prompt_name: ClassVar[str]
+    """The system prompt: `<prompts_dir>/<prompt_name>.md`."""
+    output_model: type[OutputT]
+    needs_llm: ClassVar[bool] = True
+    """Without an LLM the agent fails at once with `llm_not_configured`."""
+
+    def __init__(self, kit: AgentKit) -> None:
+        self.kit = kit
+
+    @abstractmethod
+    async def work(self, attempt: Attempt) -> OutputT:
+        """Do the task; raise `AgentFailed` when it cannot be done."""
+
+    def summary_of(self, output: OutputT) -> str:
+        summary = getattr(output, "summary", "")
+        return summary if isinstance(summary, str) else ""
+
+    async def execute(self, spec: TaskSpec, context: AgentContext) -> TaskResult:
+        attempt = Attempt(spec, context, self.kit)
+        try:
+            self._check_can_start(spec)
+            output = await self.work(attempt)
+        except AgentFailed as exc:
+            if exc.usage == Usage():
+                exc.usage = attempt.meter.total
+            raise
+        return TaskResult(
+            output=output.model_dump(mode="json"),
+            summary=self.summary_of(output),
+            usage=attempt.meter.total,
+            output_type=type(output).__name__,
+            prompt_version=attempt.prompt.version if attempt.prompt else None,
+            model=attempt.model,
+        )
+
+    def _check_can_start(self, spec: TaskSpec) -> None:
+        if self.needs_llm and not self.kit.llm.configured(self.agent_type):
+            raise AgentFailed(
+                ErrorCode.LLM_NOT_CONFIGURED,
+                f"the {self.agent_type} agent needs an LLM and none is configured "
+                "(set DEVTEAM_LLM_MODEL)",
+            )
+        if spec.max_tokens is not None and spec.max_tokens <= 0:
+            raise AgentFailed(
+                ErrorCode.BUDGET_EXCEEDED, "token budget exhausted: no tokens left for this task"
+            )
+        if spec.max_cost_usd is not None and spec.max_cost_usd <= 0:
+            raise AgentFailed(
+                ErrorCode.BUDGET_EXCEEDED, "cost budget exhausted: nothing left to spend"
+            )
+
+    async def ask(
+        self,
+        attempt: Attempt,
+        output_type: type[AnswerT],
+        prompt: str,
+        toolsets: Sequence[AbstractToolset[Any]] = (),
+    ) -> AnswerT:
+        """One run of the LLM with this agent's prompt, tools and limits; its typed answer."""
+        attempt.prompt = self.kit.prompts.load(self.prompt_name)
+        model = self.kit.llm.for_run(self.agent_type, attempt.meter)
+        if model is None:
+            raise AgentFailed(ErrorCode.LLM_NOT_CONFIGURED, "no LLM is configured")
+        attempt.model = self.kit.llm.model_name(self.agent_type)
+        limits = self._usage_limits(attempt.spec)
+        agent: LlmAgent[None, AnswerT] = LlmAgent(
+            model,
+            output_type=output_type,
+            instructions=attempt.prompt.text,
+            retries=OUTPUT_RETRIES,
+        )
+        try:
+            result = await agent.run(prompt, usage_limits=limits, toolsets=list(toolsets))
+        except StuckDetected as exc:
+            raise AgentFailed(ErrorCode.AGENT_STUCK, str(exc)) from None
+        except UsageLimitExceeded as exc:
+            raise self._over_limit(attempt, limits, exc) from None
+        except (ModelAuthenticationError, ModelNotFoundError) as exc:
+            raise AgentFailed(
+                ErrorCode.LLM_NOT_CONFIGURED,
+                f"the LLM provider refused the model or the key: {_short(exc.message)}",
+            ) from None
+        except ModelAPIError as exc:
+            raise AgentFailed(
+                ErrorCode.LLM_ERROR, f"the LLM request failed: {_short(exc.message)}"
+            ) from None
+        except UnexpectedModelBehavior as exc:
+            raise AgentFailed(
+                ErrorCode.LLM_ERROR, f"the model gave no usable answer: {_short(exc.message)}"
+            ) from None
+        return result.output
+
+    def _usage_limits(self, spec: TaskSpec) -> UsageLimits:
+        own = self.kit.config.limits_for(self.agent_type)
+        return UsageLimits(
+            request_limit=own.max_requests,
+            tool_calls_limit=own.max_tool_calls,
+            total_tokens_limit=spec.max_tokens,
+            cost_limit=None if spec.max_cost_usd is None else Decimal(str(spec.max_cost_usd)),
+        )
+
+    def _over_limit(
+        self, attempt: Attempt, limits: UsageLimits, exc: UsageLimitExceeded
+    ) -> AgentFailed:
+        """Say which limit stopped the attempt: a budget of the task, or the agent's own."""
+        used, spec = attempt.meter.total, attempt.spec
+        if spec.max_tokens is not None and used.total_tokens > spec.max_tokens:
+            return AgentFailed(
+                ErrorCode.BUDGET_EXCEEDED,
+                f"token budget exceeded: this attempt used {used.total_tokens} tokens "
+                f"and the task's budget had {spec.max_tokens} left",
+            )
+        if spec.max_cost_usd is not None and used.cost_usd > spec.max_cost_usd:
+            return AgentFailed(
+                ErrorCode.BUDGET_EXCEEDED,
+                f"cost budget exceeded: this attempt spent ${used.cost_usd:.4f} "
+                f"and the task's budget had ${spec.max_cost_usd:.4f} left",
+            )
+        if "request_limit" in exc.message:
+            return AgentFailed(
+                ErrorCode.AGENT_STUCK,
+                f"no answer after {limits.request_limit} model requests "
+                f"(limits.{self.agent_type}.max_requests in agents.yaml)",
+            )
+        if "tool_calls_limit" in exc.message:
+            return AgentFailed(
+                ErrorCode.AGENT_STUCK,
+                f"no answer after {limits.tool_calls_limit} tool calls "
+                f"(limits.{self.agent_type}.max_tool_calls in agents.yaml)",
+            )
+        return AgentFailed(ErrorCode.BUDGET_EXCEEDED, _short(exc.message))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
