@@ -193,6 +193,8 @@ class Planner:
             requests=run_usage.requests,
             input_tokens=run_usage.input_tokens or 0,
             output_tokens=run_usage.output_tokens or 0,
+            tool_calls=run_usage.tool_calls or 0,
+            cost_usd=float(run_usage.cost or 0.0),
         )
         return PlanOutcome(
             "llm",

@@ -69,10 +69,12 @@ def test_broken_dependency_graphs_are_refused(subtasks: list[dict[str, Any]], me
 async def test_a_project_that_does_not_exist_is_refused(
     make_harness: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from devteam.services import project_check
+    from devteam.agents.workspaces import Workspaces
+    from devteam.settings.agents import GitConfig
 
     (tmp_path / "shop" / ".git").mkdir(parents=True)
-    async with make_harness(start=False, project_check=project_check(tmp_path)) as h:
+    workspaces = Workspaces(tmp_path, GitConfig())
+    async with make_harness(start=False, project_check=workspaces.check) as h:
         await h.submit(project_id="shop")
         with pytest.raises(ValidationFailed, match="project 'nope' does not exist"):
             await h.submit(project_id="nope")
