@@ -109,14 +109,17 @@ class Engine:
         requests: Sequence[TransitionRequest],
         *,
         root_ids: Sequence[UUID] | None = None,
+        lock: Sequence[UUID] = (),
         prepare: Prepare | None = None,
         events: Sequence[tuple[UUID, NewEvent]] = (),
     ) -> list[TransitionResult]:
         """Run several transitions (of one or several trees) in one transaction.
 
         `root_ids`, when given, are the roots of the tasks in `requests` (saves a
-        lookup). `prepare` runs first inside the transaction and may return more
-        requests; `events` are appended before the transitions' own.
+        lookup). `lock` names more roots to load and lock, for `prepare`, which runs
+        first inside the transaction and may return more
+        requests (their results follow those of `requests`); `events` are appended
+        before the transitions' own.
         """
         outbox = Outbox()
         appended: dict[UUID, list[Event]] = {}
@@ -128,7 +131,8 @@ class Engine:
                 if missing:
                     raise NotFound(f"task {missing[0]} does not exist")
                 roots = [known[r.task_id] for r in requests]
-            trees = {root: Tree(rows) for root, rows in (await tx.tasks.load_trees(roots)).items()}
+            loaded = await tx.tasks.load_trees([*roots, *lock])
+            trees = {root: Tree(rows) for root, rows in loaded.items()}
             pending_events: dict[UUID, list[NewEvent]] = defaultdict(list)
             for root, event in events:
                 pending_events[root].append(event)
@@ -142,13 +146,18 @@ class Engine:
                 if tree is None or request.task_id not in tree.tasks:
                     raise NotFound(f"task {request.task_id} does not exist")
                 results.append(await self._run(tx, tree, request, outbox, pending_events[root]))
+            # Every change of the transaction is written once, in as few statements as
+            # possible; the trees were locked, so nothing else changed these rows.
+            await tx.tasks.write_changes([c for tree in trees.values() for c in tree.changes()])
+            for tree in trees.values():
+                tree.mark_written()
             for root, new_events in pending_events.items():
                 if new_events:
                     appended[root] = await tx.events.append(root, new_events)
         if appended:
             await self.effects.publish(appended)
         await self.effects.flush(outbox)
-        return results[: len(requests)]
+        return results
 
     async def append_events(self, root_id: UUID, new: Sequence[NewEvent]) -> list[Event]:
         """Events that are not status changes (progress, tool calls)."""
@@ -181,6 +190,7 @@ class Engine:
             if done > MAX_CASCADE:
                 raise RuntimeError("transition cascade does not end")
             current = queue.popleft()
+            events.extend(current.events_before)
             ctx = await self._evaluate(tx, tree, current)
             result = TransitionResult(
                 task=ctx.updated or ctx.task,
@@ -228,8 +238,6 @@ class Engine:
             return ctx
         self._last_delay.pop(task.id, None)
         updated = apply_updates(task, ctx.proposed, ctx.updates, ctx.now)
-        if not await tx.tasks.write(task, updated):
-            raise RuntimeError(f"task {task.id} changed under a locked transaction")
         tree.put(updated)
         ctx.updated = updated
         for rule in self.policy.for_transition(ctx.from_status, ctx.proposed):

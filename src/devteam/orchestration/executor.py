@@ -32,6 +32,7 @@ from devteam.domain.tasks import Task, TaskResult, Usage
 from devteam.observability import metrics
 from devteam.observability.logging import get_logger, log_context
 from devteam.orchestration.clock import Clock
+from devteam.orchestration.committer import GroupCommitter
 from devteam.orchestration.context import (
     ExecutionContext,
     attempt_deadline,
@@ -39,7 +40,7 @@ from devteam.orchestration.context import (
     dependency_results,
 )
 from devteam.orchestration.engine import Engine, TransitionResult
-from devteam.orchestration.planner import Planner, PlanningFailed, build_subtasks
+from devteam.orchestration.planner import Planner, PlanningFailed, PlanOutcome, build_subtasks
 from devteam.orchestration.recovery import end_lost_attempt
 from devteam.orchestration.rules.base import Decision, TransitionRequest, Tree
 from devteam.orchestration.work import CONTROL_CHANNEL, PLAN_QUEUE, PRIORITY_QUEUES, WorkItem
@@ -109,6 +110,7 @@ class Executor:
         self._control: Subscription | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self._outcomes = GroupCommitter(engine)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -462,7 +464,7 @@ class Executor:
             if delay:
                 await asyncio.sleep(delay)
             try:
-                await self.engine.transition_many([outcome], root_ids=[item.root_id])
+                await self._outcomes.commit(outcome, item.root_id)
                 break
             except Exception:
                 log.exception("recording an outcome failed; retrying", task_id=item.task_id)
@@ -492,23 +494,51 @@ class Executor:
     # -- planning --------------------------------------------------------------------
 
     async def _plan(self, item: WorkItem, message: QueueMessage) -> None:
-        lease_until = self.clock.now() + timedelta(seconds=self.config().leases.duration_s)
-        start = await self.engine.transition(
-            item.task_id,
-            S.PLANNING,
-            root_id=item.root_id,
-            lease_owner=self.owner,
-            lease_expires_at=lease_until,
-        )
-        if not (start.accepted and start.task.status == S.PLANNING):
+        """Plan a root: in one transaction when no LLM is needed, else under a lease."""
+        config = self.config()
+        lease_until = self.clock.now() + timedelta(seconds=config.leases.duration_s)
+        planned_now = False
+
+        async def start(tx: UnitOfWork, trees: dict[UUID, Tree]) -> list[TransitionRequest]:
+            nonlocal planned_now
+            tree = trees[item.root_id]
+            root = tree.get(item.task_id)
+            begin = TransitionRequest(
+                root.id,
+                S.PLANNING,
+                updates={"lease_owner": self.owner, "lease_expires_at": lease_until},
+                expect_attempt=item.attempt,
+            )
+            if root.status != S.PENDING or root.attempt != item.attempt:
+                return [begin]  # refused by the rules; handled as a stale item
+            try:
+                outcome = self.planner.plan_now(root, config)
+            except PlanningFailed as exc:
+                planned_now = True
+                return [begin, self._planning_failed(root, exc)]
+            if outcome is None:
+                return [begin]
+            planned_now = True
+            return [begin, await self._delegate_plan(tx, tree, root, outcome)]
+
+        results = await self.engine.transition_many([], lock=[item.root_id], prepare=start)
+        begun = results[0]
+        if not begun.accepted:
             self._planning.discard(item.task_id)
-            await self._not_started(item, message, start.task)
+            await self._not_started(item, message, begun.task)
             return
+        if planned_now:
+            await self._ack(message)
+            self._planning.discard(item.task_id)
+            return
+        await self._plan_with_llm(item, message, begun.task, config)
+
+    async def _plan_with_llm(
+        self, item: WorkItem, message: QueueMessage, root: Task, config: TeamLeaderConfig
+    ) -> None:
         running = _Running(item, message)
         self._running[item.task_id] = running
         running.runner = asyncio.current_task()
-        root = start.task
-        config = self.config()
         with log_context(task_id=str(root.id), agent="team_leader"):
             try:
                 outcome = await self.planner.plan(root, config)
@@ -521,12 +551,8 @@ class Executor:
                 target = S.CANCELLED if running.stop_reason == "cancel" else S.PENDING
                 await self.engine.transition(root.id, target, root_id=root.id, reason="stopped")
             except PlanningFailed as exc:
-                await self.engine.transition(
-                    root.id,
-                    S.FAILED,
-                    root_id=root.id,
-                    error={"code": exc.code.value, "message": exc.message},
-                    usage_delta=exc.usage,
+                await self.engine.transition_many(
+                    [self._planning_failed(root, exc)], root_ids=[root.id]
                 )
             except Exception as exc:
                 log.exception("planning failed")
@@ -537,51 +563,61 @@ class Executor:
                     error={"code": ErrorCode.INTERNAL_ERROR.value, "message": str(exc)},
                 )
             else:
-                subtasks = build_subtasks(root, outcome.subtasks, self.clock.now())
 
-                async def insert(
-                    tx: UnitOfWork, trees: dict[UUID, Tree]
-                ) -> list[TransitionRequest]:
-                    await tx.tasks.insert_many(subtasks)
-                    for subtask in subtasks:
-                        trees[root.id].put(subtask)
-                    return []
+                async def write(tx: UnitOfWork, trees: dict[UUID, Tree]) -> list[TransitionRequest]:
+                    tree = trees[root.id]
+                    return [await self._delegate_plan(tx, tree, tree.get(root.id), outcome)]
 
-                planned = NewEvent(
-                    type=EventType.TASK_PLANNED,
-                    data={
-                        "planner": outcome.source,
-                        "rationale": outcome.rationale,
-                        "replans": outcome.replans,
-                        "subtasks": [
-                            {
-                                "id": str(s.id),
-                                "key": s.key,
-                                "agent_type": s.agent_type,
-                                "phase": s.phase,
-                                "complexity": s.complexity,
-                                "depends_on": [str(d) for d in s.depends_on],
-                            }
-                            for s in subtasks
-                        ],
-                    },
-                )
-                await self.engine.transition_many(
-                    [
-                        TransitionRequest(
-                            root.id,
-                            S.DELEGATED,
-                            reason=f"planned ({outcome.source})",
-                            updates={"usage_delta": outcome.usage},
-                        )
-                    ],
-                    root_ids=[root.id],
-                    prepare=insert,
-                    events=[(root.id, planned)],
-                )
+                await self.engine.transition_many([], lock=[root.id], prepare=write)
             await self._ack(message)
             self._finish(running)
             self._planning.discard(root.id)
+
+    @staticmethod
+    def _planning_failed(root: Task, exc: PlanningFailed) -> TransitionRequest:
+        return TransitionRequest(
+            root.id,
+            S.FAILED,
+            updates={
+                "error": {"code": exc.code.value, "message": exc.message},
+                "usage_delta": exc.usage,
+            },
+        )
+
+    async def _delegate_plan(
+        self, tx: UnitOfWork, tree: Tree, root: Task, outcome: PlanOutcome
+    ) -> TransitionRequest:
+        """Insert the plan's subtasks and propose delegating the root."""
+        subtasks = build_subtasks(root, outcome.subtasks, self.clock.now())
+        await tx.tasks.insert_many(subtasks)
+        for subtask in subtasks:
+            tree.add(subtask)
+        planned = NewEvent(
+            type=EventType.TASK_PLANNED,
+            data={
+                "planner": outcome.source,
+                "rationale": outcome.rationale,
+                "replans": outcome.replans,
+                "subtasks": [
+                    {
+                        "id": str(s.id),
+                        "key": s.key,
+                        "agent_type": s.agent_type,
+                        "phase": s.phase,
+                        "complexity": s.complexity,
+                        "depends_on": [str(d) for d in s.depends_on],
+                    }
+                    for s in subtasks
+                ],
+            },
+        )
+        return TransitionRequest(
+            root.id,
+            S.DELEGATED,
+            reason=f"planned ({outcome.source})",
+            updates={"usage_delta": outcome.usage},
+            events_before=[planned],
+        )
 
     # -- leases ----------------------------------------------------------------------
 

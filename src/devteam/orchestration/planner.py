@@ -134,20 +134,28 @@ class Planner:
         self._prompt_path = prompt_path
 
     async def plan(self, root: Task, config: TeamLeaderConfig) -> PlanOutcome:
+        outcome = self.plan_now(root, config)
+        if outcome is not None:
+            return outcome
+        model = self._model()
+        assert model is not None
+        return await self._plan_with_llm(root, config, model)
+
+    def plan_now(self, root: Task, config: TeamLeaderConfig) -> PlanOutcome | None:
+        """The plan, when it takes no LLM (explicit, direct, template); None otherwise."""
         if root.plan is not None:
             return PlanOutcome("explicit", list(root.plan))
         if root.complexity <= config.complexity.max_per_task:
             return PlanOutcome("direct")
-        model = self._model()
-        if model is None:
-            subtasks = template_plan(root, config)
-            if problems := violations(subtasks, config):
-                raise PlanningFailed(
-                    ErrorCode.VALIDATION_ERROR,
-                    "the template plan breaks the rules: " + "; ".join(problems),
-                )
-            return PlanOutcome("template", subtasks)
-        return await self._plan_with_llm(root, config, model)
+        if self._model() is not None:
+            return None
+        subtasks = template_plan(root, config)
+        if problems := violations(subtasks, config):
+            raise PlanningFailed(
+                ErrorCode.VALIDATION_ERROR,
+                "the template plan breaks the rules: " + "; ".join(problems),
+            )
+        return PlanOutcome("template", subtasks)
 
     def _instructions(self) -> str:
         if self._prompt_path is not None and self._prompt_path.is_file():

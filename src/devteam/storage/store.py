@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +23,9 @@ class UnitOfWork:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.memo: dict[str, Any] = {}
+        """Facts computed once per transaction (e.g. running counts), kept up to date by
+        whoever changes them."""
 
     @cached_property
     def users(self) -> UserRepository:

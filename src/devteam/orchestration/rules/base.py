@@ -58,6 +58,8 @@ class TransitionRequest:
     """Extra data for the status event."""
     expect_attempt: int | None = None
     """Only if the task is still at this attempt (a work item for an older one is stale)."""
+    events_before: list[NewEvent] = field(default_factory=list)
+    """Events to record just before this transition's own (e.g. `task.planned`)."""
 
 
 class Tree:
@@ -70,6 +72,8 @@ class Tree:
 
     def __init__(self, tasks: Iterable[Task]) -> None:
         self.tasks: dict[UUID, Task] = {t.id: t for t in tasks}
+        self.stored: dict[UUID, Task] = dict(self.tasks)
+        """Each task as it is in the database: what `changes()` compares against."""
         roots = [t for t in self.tasks.values() if t.parent_id is None]
         if len(roots) != 1:
             raise ValueError("a tree has exactly one root")
@@ -79,9 +83,26 @@ class Tree:
         return self.tasks[task_id]
 
     def put(self, task: Task) -> None:
+        """Change a task; the change is written when the transaction ends."""
         self.tasks[task.id] = task
         if task.parent_id is None:
             self.root = task
+
+    def add(self, task: Task) -> None:
+        """A task just inserted into the database in this transaction."""
+        self.put(task)
+        self.stored[task.id] = task
+
+    def changes(self) -> list[tuple[Task, Task]]:
+        """(as stored, as now) for every task changed in this transaction."""
+        return [
+            (self.stored[task_id], task)
+            for task_id, task in self.tasks.items()
+            if task is not self.stored[task_id]
+        ]
+
+    def mark_written(self) -> None:
+        self.stored = dict(self.tasks)
 
     def children(self, parent_id: UUID) -> list[Task]:
         return sorted(

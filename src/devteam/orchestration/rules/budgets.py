@@ -22,9 +22,6 @@ class AddUsageToParents(TaskRule):
         while parent is not None:
             ancestors.append(parent)
             parent = ctx.tree.parent(parent)
-        if not ancestors:
-            return
-        await ctx.tx.tasks.add_usage([a.id for a in ancestors], delta)
         for ancestor in ancestors:
             ctx.tree.put(ancestor.model_copy(update={"usage": ancestor.usage + delta}))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
+from uuid import UUID
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.errors import ErrorCode
@@ -106,12 +108,21 @@ class TimeOutQueueWait(TaskRule):
             )
 
 
+@dataclass
+class RunningCounts:
+    """Attempts running now, counted once per transaction and kept current as it starts more."""
+
+    total: int
+    by_user: dict[UUID, int] = field(default_factory=dict)
+    by_agent: dict[str, int] = field(default_factory=dict)
+
+
 class LimitConcurrency(TaskRule):
     """At most `concurrency.global` attempts run at once, and per user and agent type.
 
     Starts take a lock (Postgres advisory lock; SQLite writes are serial anyway)
     before counting, so two processes starting work at the same moment cannot
-    both take the last slot.
+    both take the last slot. A batch of starts counts once and adds its own.
     """
 
     FROM = frozenset({S.DELEGATED})
@@ -122,18 +133,30 @@ class LimitConcurrency(TaskRule):
             return  # a parent runs no agent of its own: it takes no slot
         config = ctx.config.concurrency
         tasks = ctx.tx.tasks
-        await tasks.lock_starts()
-        running = await tasks.count_running()
-        if running >= config.global_limit:
-            self.delay(ctx, f"global limit: {running} of {config.global_limit} running")
+        counts: RunningCounts | None = ctx.tx.memo.get("running")
+        if counts is None:
+            await tasks.lock_starts()
+            counts = RunningCounts(total=await tasks.count_running())
+            ctx.tx.memo["running"] = counts
+        if counts.total >= config.global_limit:
+            self.delay(ctx, f"global limit: {counts.total} of {config.global_limit} running")
             return
-        mine = await tasks.count_running(created_by=ctx.task.created_by)
-        if mine >= config.per_user:
-            self.delay(ctx, f"per-user limit: {mine} of {config.per_user} running")
+        user = ctx.task.created_by
+        if user not in counts.by_user:
+            counts.by_user[user] = await tasks.count_running(created_by=user)
+        if counts.by_user[user] >= config.per_user:
+            self.delay(ctx, f"per-user limit: {counts.by_user[user]} of {config.per_user} running")
             return
         agent = ctx.task.agent_type
         limit = config.per_agent_type.get(agent) if agent else None
         if agent is not None and limit is not None:
-            same = await tasks.count_running(agent_type=agent)
-            if same >= limit:
-                self.delay(ctx, f"{agent} limit: {same} of {limit} running")
+            if agent not in counts.by_agent:
+                counts.by_agent[agent] = await tasks.count_running(agent_type=agent)
+            if counts.by_agent[agent] >= limit:
+                self.delay(ctx, f"{agent} limit: {counts.by_agent[agent]} of {limit} running")
+                return
+        # The last guard said yes: this start happens, so it counts from now on.
+        counts.total += 1
+        counts.by_user[user] += 1
+        if agent is not None and agent in counts.by_agent:
+            counts.by_agent[agent] += 1

@@ -156,32 +156,6 @@ class TaskRepository(Repository):
         )
         return {row.id: row.root_id for row in rows}
 
-    async def write(self, before: Task, after: Task) -> bool:
-        """Write the columns that differ; False when someone else changed the task first."""
-        old, new = task_to_row(before), task_to_row(after)
-        changed = {k: v for k, v in new.items() if old[k] != v}
-        if not changed:
-            return True
-        result = await self.conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.id == before.id, tasks.c.version == before.version)
-            .values(**changed)
-        )
-        return result.rowcount == 1
-
-    async def add_usage(self, task_ids: Sequence[UUID], delta: Usage) -> None:
-        await self.conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.id.in_(list(task_ids)))
-            .values(
-                usage_requests=tasks.c.usage_requests + delta.requests,
-                usage_input_tokens=tasks.c.usage_input_tokens + delta.input_tokens,
-                usage_output_tokens=tasks.c.usage_output_tokens + delta.output_tokens,
-                usage_tool_calls=tasks.c.usage_tool_calls + delta.tool_calls,
-                cost_usd=tasks.c.cost_usd + delta.cost_usd,
-            )
-        )
-
     async def lock_starts(self) -> None:
         """Serialize starts across processes until the transaction ends (Postgres)."""
         if self.dialect == "postgresql":
@@ -314,3 +288,39 @@ class TaskRepository(Repository):
             .limit(limit)
         )
         return [task_from_row(row._mapping) for row in rows]
+
+    async def statuses(self, task_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """The status of each task (one query)."""
+        if not task_ids:
+            return {}
+        rows = await self.conn.execute(
+            sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(list(task_ids)))
+        )
+        return {row.id: row.status for row in rows}
+
+    async def write_changes(self, changes: Sequence[tuple[Task, Task]]) -> None:
+        """Write (as stored, as now) pairs: one statement per set of changed columns.
+
+        Each row is only updated if still at the version it was read at; the
+        caller holds the rows' locks, so a mismatch means a bug, and raises.
+        """
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for before, after in changes:
+            old, new = task_to_row(before), task_to_row(after)
+            changed = tuple(sorted(k for k, v in new.items() if old[k] != v))
+            if not changed:
+                continue
+            params = {f"v_{k}": new[k] for k in changed}
+            params.update(b_id=before.id, b_version=before.version)
+            groups.setdefault(changed, []).append(params)
+        for columns, rows in groups.items():
+            statement = (
+                sa.update(tasks)
+                .where(
+                    tasks.c.id == sa.bindparam("b_id"), tasks.c.version == sa.bindparam("b_version")
+                )
+                .values({column: sa.bindparam(f"v_{column}") for column in columns})
+            )
+            result = await self.conn.execute(statement, rows)
+            if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
+                raise RuntimeError("a task changed under a locked transaction")

@@ -1,0 +1,113 @@
+"""A TeamLeader in this process, on a benchmark environment, and ways to drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.common import Environment
+from devteam.broker.factory import create_broker
+from devteam.broker.protocol import Broker
+from devteam.domain.agents import Agent
+from devteam.domain.enums import AgentType, Role, TaskStatus
+from devteam.domain.tasks import Task, TaskRequest
+from devteam.domain.users import User
+from devteam.orchestration.team_leader import TeamLeader
+from devteam.settings.team_leader import TeamLeaderConfig
+from devteam.storage import Database, Store
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def rules(global_limit: int) -> TeamLeaderConfig:
+    return TeamLeaderConfig.model_validate(
+        {
+            "concurrency": {"global": global_limit, "per_user": global_limit},
+            "complexity": {"budget_per_root": 25, "max_per_task": 5},
+        }
+    )
+
+
+@dataclass
+class Bench:
+    store: Store
+    broker: Broker
+    leader: TeamLeader
+    user: User
+
+
+@contextlib.asynccontextmanager
+async def running_leader(
+    env: Environment,
+    agents: Mapping[AgentType, Agent],
+    *,
+    global_limit: int,
+    start: bool = True,
+) -> AsyncIterator[Bench]:
+    store = Store(Database(env.database_url, pool_size=20))
+    broker = create_broker(env.redis_url, prefix=env.redis_prefix)
+    async with store.transaction() as tx:
+        user = await tx.users.create(f"bench-{uuid.uuid4().hex[:8]}", "-", Role.DEVELOPER)
+    leader = TeamLeader(store=store, broker=broker, config=rules(global_limit), agents=agents)
+    if start:
+        await leader.start(concurrency=global_limit)
+    try:
+        yield Bench(store, broker, leader, user)
+    finally:
+        await leader.stop(grace=5)
+        await broker.close()
+        await store.close()
+
+
+def flat_plan(subtasks: int) -> list[dict[str, Any]]:
+    """Independent subtasks of one phase: all ready at once."""
+    return [
+        {
+            "key": f"s{i}",
+            "agent_type": "backend",
+            "task": f"Step number {i} of the plan",
+            "complexity": 1,
+        }
+        for i in range(subtasks)
+    ]
+
+
+async def submit_roots(bench: Bench, roots: int, subtasks: int) -> list[Task]:
+    request = TaskRequest(
+        task="A benchmark task with a flat plan", complexity=subtasks, subtasks=flat_plan(subtasks)
+    )
+    submitted = await asyncio.gather(
+        *(bench.leader.submit(request, bench.user) for _ in range(roots))
+    )
+    return [s.task for s in submitted]
+
+
+async def wait_finished(bench: Bench, root_ids: list[Any], timeout: float = 600) -> float:
+    """Wait until every root has finished; returns the time it happened (perf_counter)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with bench.store.read() as tx:
+            statuses = await tx.tasks.statuses(root_ids)
+        done = sum(1 for status in statuses.values() if status in FINISHED)
+        if done == len(root_ids):
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{done} of {len(root_ids)} roots finished")
+        await asyncio.sleep(0.02)
+
+
+async def children_of(bench: Bench, root_ids: list[Any]) -> list[Task]:
+    children: list[Task] = []
+    async with bench.store.read() as tx:
+        for root_id in root_ids:
+            children += await tx.tasks.children(root_id)
+    return children
+
+
+def failed(tasks: list[Task]) -> list[Task]:
+    return [t for t in tasks if t.status != TaskStatus.COMPLETED]
