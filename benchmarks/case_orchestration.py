@@ -57,7 +57,7 @@ async def floor_redis(redis_url: str, jobs: int) -> float:
         while not finished.is_set():
             response = await client.xreadgroup("g", name, {stream: ">"}, count=1, block=100)
             for _, entries in response or []:
-                for message_id, fields in entries:
+                for message_id, _fields in entries:
                     await client.set(f"{stream}:result:{message_id.decode()}", b"ok", ex=60)
                     await client.xack(stream, "g", message_id)
                     done += 1

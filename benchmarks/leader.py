@@ -18,10 +18,12 @@ from devteam.domain.enums import AgentType, Role, TaskStatus
 from devteam.domain.tasks import Task, TaskRequest
 from devteam.domain.users import User
 from devteam.orchestration.team_leader import TeamLeader
+from devteam.orchestration.work import decode_events, events_channel
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Database, Store
 
 FINISHED = ("completed", "failed", "cancelled")
+TERMINAL_EVENTS = ("task.completed", "task.failed", "task.cancelled")
 
 
 def rules(global_limit: int) -> TeamLeaderConfig:
@@ -88,17 +90,39 @@ async def submit_roots(bench: Bench, roots: int, subtasks: int) -> list[Task]:
 
 
 async def wait_finished(bench: Bench, root_ids: list[Any], timeout: float = 600) -> float:
-    """Wait until every root has finished; returns the time it happened (perf_counter)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Wait, on live events, until every root has finished; returns when (perf_counter).
+
+    Subscribes first and reads the statuses once after, so nothing is missed and
+    the waiting costs no polling.
+    """
+    pending = set(root_ids)
+    finished_at = 0.0
+    all_done = asyncio.Event()
+
+    def on_events(raw: bytes) -> None:
+        nonlocal finished_at
+        for event in decode_events(raw):
+            if event.subtask_id is None and event.type.value in TERMINAL_EVENTS:
+                pending.discard(event.task_id)
+        if not pending and not all_done.is_set():
+            finished_at = time.perf_counter()
+            all_done.set()
+
+    subscriptions = [
+        await bench.broker.pubsub.subscribe(events_channel(root_id), on_events)
+        for root_id in root_ids
+    ]
+    try:
         async with bench.store.read() as tx:
             statuses = await tx.tasks.statuses(root_ids)
-        done = sum(1 for status in statuses.values() if status in FINISHED)
-        if done == len(root_ids):
+        pending.difference_update(r for r, status in statuses.items() if status in FINISHED)
+        if not pending:
             return time.perf_counter()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{done} of {len(root_ids)} roots finished")
-        await asyncio.sleep(0.02)
+        await asyncio.wait_for(all_done.wait(), timeout)
+        return finished_at
+    finally:
+        for subscription in subscriptions:
+            await subscription.close()
 
 
 async def children_of(bench: Bench, root_ids: list[Any]) -> list[Task]:

@@ -151,9 +151,7 @@ class Engine:
             await tx.tasks.write_changes([c for tree in trees.values() for c in tree.changes()])
             for tree in trees.values():
                 tree.mark_written()
-            for root, new_events in pending_events.items():
-                if new_events:
-                    appended[root] = await tx.events.append(root, new_events)
+            appended = await tx.events.append_many(pending_events)
         if appended:
             await self.effects.publish(appended)
         await self.effects.flush(outbox)

@@ -50,6 +50,8 @@ from devteam.storage import Store, UnitOfWork
 log = get_logger(__name__)
 
 S = TaskStatus
+PLAN_BATCH = 64
+"""Roots taken off the plan queue at once (planned in one transaction when they can be)."""
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Executor:
         self.concurrency = concurrency
         self.planning_concurrency = planning_concurrency
         self._planning: set[UUID] = set()
+        """Roots planned by an LLM right now (bounded by `planning_concurrency`)."""
+        self._plan_slot_freed = asyncio.Event()
         self.owner = f"{name}-{uuid.uuid4().hex[:10]}"
         self._running: dict[UUID, _Running] = {}
         self._held: dict[str, _Held] = {}
@@ -206,25 +210,31 @@ class Executor:
     async def _dispatch(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         plans = [(i, m) for i, m in batch if i.kind == "plan"]
         runs = [(i, m) for i, m in batch if i.kind == "run"]
-        for item, message in plans:
-            self._planning.add(item.task_id)
-            self._spawn(self._plan(item, message))
+        if plans:
+            await self._plan_batch(plans)
         if runs:
             await self._start(runs)
 
     async def _plan_loop(self) -> None:
-        """Take roots to plan, a few at a time, whatever agent work is running."""
+        """Take roots to plan, whatever agent work is running.
+
+        Plans that need no LLM are made in batches, one transaction each; at most
+        `planning_concurrency` LLM plans run at once.
+        """
         lease = self.config().leases.duration_s
         while self._receiving:
-            free = self.planning_concurrency - len(self._planning)
-            if free <= 0:
-                self._slot_freed.clear()
+            if len(self._planning) >= self.planning_concurrency:
+                self._plan_slot_freed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                    await asyncio.wait_for(self._plan_slot_freed.wait(), 1.0)
                 continue
             try:
                 messages = await self.broker.queue.receive(
-                    [PLAN_QUEUE], self.owner, max_messages=free, wait=1.0, visibility_timeout=lease
+                    [PLAN_QUEUE],
+                    self.owner,
+                    max_messages=PLAN_BATCH,
+                    wait=1.0,
+                    visibility_timeout=lease,
                 )
             except Exception:
                 log.exception("receiving plans failed; retrying")
@@ -234,7 +244,10 @@ class Executor:
                 await self._release(messages)
                 return
             if messages:
-                await self._dispatch([(WorkItem.decode(m.payload), m) for m in messages])
+                try:
+                    await self._dispatch([(WorkItem.decode(m.payload), m) for m in messages])
+                except Exception:
+                    log.exception("planning a batch failed; its items will come back")
 
     async def _start(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         """Start a batch of attempts in one transaction; hold what must wait."""
@@ -493,45 +506,56 @@ class Executor:
 
     # -- planning --------------------------------------------------------------------
 
-    async def _plan(self, item: WorkItem, message: QueueMessage) -> None:
-        """Plan a root: in one transaction when no LLM is needed, else under a lease."""
+    async def _plan_batch(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
+        """Plan roots in one transaction when no LLM is needed; the rest under a lease."""
         config = self.config()
         lease_until = self.clock.now() + timedelta(seconds=config.leases.duration_s)
-        planned_now = False
+        planned_now: set[UUID] = set()
+        stale: dict[UUID, Task] = {}
 
         async def start(tx: UnitOfWork, trees: dict[UUID, Tree]) -> list[TransitionRequest]:
-            nonlocal planned_now
-            tree = trees[item.root_id]
-            root = tree.get(item.task_id)
-            begin = TransitionRequest(
-                root.id,
-                S.PLANNING,
-                updates={"lease_owner": self.owner, "lease_expires_at": lease_until},
-                expect_attempt=item.attempt,
-            )
-            if root.status != S.PENDING or root.attempt != item.attempt:
-                return [begin]  # refused by the rules; handled as a stale item
-            try:
-                outcome = self.planner.plan_now(root, config)
-            except PlanningFailed as exc:
-                planned_now = True
-                return [begin, self._planning_failed(root, exc)]
-            if outcome is None:
-                return [begin]
-            planned_now = True
-            return [begin, await self._delegate_plan(tx, tree, root, outcome)]
+            requests: list[TransitionRequest] = []
+            for item, _ in batch:
+                tree = trees[item.root_id]
+                root = tree.get(item.task_id)
+                if root.status != S.PENDING or root.attempt != item.attempt:
+                    stale[root.id] = root  # planned already, or cancelled: nothing to decide
+                    continue
+                requests.append(
+                    TransitionRequest(
+                        root.id,
+                        S.PLANNING,
+                        updates={"lease_owner": self.owner, "lease_expires_at": lease_until},
+                        expect_attempt=item.attempt,
+                    )
+                )
+                try:
+                    outcome = self.planner.plan_now(root, config)
+                except PlanningFailed as exc:
+                    planned_now.add(root.id)
+                    requests.append(self._planning_failed(root, exc))
+                    continue
+                if outcome is not None:
+                    planned_now.add(root.id)
+                    requests.append(await self._delegate_plan(tx, tree, root, outcome))
+            return requests
 
-        results = await self.engine.transition_many([], lock=[item.root_id], prepare=start)
-        begun = results[0]
-        if not begun.accepted:
-            self._planning.discard(item.task_id)
-            await self._not_started(item, message, begun.task)
-            return
-        if planned_now:
-            await self._ack(message)
-            self._planning.discard(item.task_id)
-            return
-        await self._plan_with_llm(item, message, begun.task, config)
+        results = await self.engine.transition_many(
+            [], lock=[item.root_id for item, _ in batch], prepare=start
+        )
+        begun = {r.task.id: r for r in results if r.requested == S.PLANNING}
+        for item, message in batch:
+            if item.task_id in stale:
+                await self._not_started(item, message, stale[item.task_id])
+                continue
+            result = begun[item.task_id]
+            if not result.accepted:
+                await self._not_started(item, message, result.task)
+            elif item.task_id in planned_now:
+                await self._ack(message)
+            else:
+                self._planning.add(item.task_id)
+                self._spawn(self._plan_with_llm(item, message, result.task, config))
 
     async def _plan_with_llm(
         self, item: WorkItem, message: QueueMessage, root: Task, config: TeamLeaderConfig
@@ -546,7 +570,7 @@ class Executor:
                 _uncancel()
                 if running.stop_reason == "lease_lost":
                     self._finish(running)
-                    self._planning.discard(root.id)
+                    self._done_planning(root.id)
                     return
                 target = S.CANCELLED if running.stop_reason == "cancel" else S.PENDING
                 await self.engine.transition(root.id, target, root_id=root.id, reason="stopped")
@@ -571,7 +595,11 @@ class Executor:
                 await self.engine.transition_many([], lock=[root.id], prepare=write)
             await self._ack(message)
             self._finish(running)
-            self._planning.discard(root.id)
+            self._done_planning(root.id)
+
+    def _done_planning(self, root_id: UUID) -> None:
+        self._planning.discard(root_id)
+        self._plan_slot_freed.set()
 
     @staticmethod
     def _planning_failed(root: Task, exc: PlanningFailed) -> TransitionRequest:

@@ -30,7 +30,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "pool_reset_on_return": None}
         if self.dialect == "sqlite":
             database = self.url.database or ""
             if database and database != ":memory:":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -11,68 +11,78 @@ import sqlalchemy as sa
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
 from devteam.storage.repositories._base import Repository
-from devteam.storage.tables import events, tasks
+from devteam.storage.tables import events as events_table
+from devteam.storage.tables import tasks
 from devteam.storage.types import utcnow
 
 
 class EventRepository(Repository):
     async def append(self, root_id: UUID, new: Sequence[NewEvent]) -> list[Event]:
-        """Append `new` to the history of `root_id` and return them with their `seq`.
+        """Append `new` to the history of `root_id` and return them with their `seq`."""
+        return (await self.append_many({root_id: new})).get(root_id, [])
 
-        The counter lives on the root task's row. Incrementing it takes that row's
-        lock until the transaction ends, so concurrent appends to one root queue up
-        and each gets the next numbers; a rolled-back transaction gives its numbers
-        back with it, so the sequence never has a gap.
+    async def append_many(self, new: Mapping[UUID, Sequence[NewEvent]]) -> dict[UUID, list[Event]]:
+        """Append events to the histories of several roots, in two statements.
+
+        The counters live on the root tasks' rows. Incrementing them takes those
+        rows' locks until the transaction ends, so concurrent appends to one root
+        queue up and each gets the next numbers; a rolled-back transaction gives
+        its numbers back with it, so a sequence never has a gap.
         """
-        if not new:
-            return []
-        last = (
-            await self.conn.execute(
-                sa.update(tasks)
-                .where(tasks.c.id == root_id)
-                .values(event_seq=tasks.c.event_seq + len(new))
-                .returning(tasks.c.event_seq)
-            )
-        ).scalar_one_or_none()
-        if last is None:
-            raise NotFound(f"task {root_id} does not exist")
+        counts = {root: len(items) for root, items in new.items() if items}
+        if not counts:
+            return {}
+        increment = sa.case(*((tasks.c.id == root, n) for root, n in counts.items()), else_=0)
+        rows = await self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id.in_(list(counts)))
+            .values(event_seq=tasks.c.event_seq + increment)
+            .returning(tasks.c.id, tasks.c.event_seq)
+        )
+        last = {row.id: row.event_seq for row in rows}
+        if missing := [root for root in counts if root not in last]:
+            raise NotFound(f"task {missing[0]} does not exist")
         now = utcnow()
-        first = last - len(new) + 1
-        appended = [
-            Event(
-                id=uuid.uuid4(),
-                task_id=root_id,
-                subtask_id=item.subtask_id,
-                seq=first + i,
-                type=item.type,
-                data=item.data,
-                ts=now,
-            )
-            for i, item in enumerate(new)
-        ]
-        await self.conn.execute(
-            sa.insert(events),
-            [
+        appended: dict[UUID, list[Event]] = {}
+        values: list[dict[str, object]] = []
+        for root, items in new.items():
+            if not items:
+                continue
+            first = last[root] - len(items) + 1
+            events = [
+                Event.model_construct(
+                    id=uuid.uuid4(),
+                    task_id=root,
+                    subtask_id=item.subtask_id,
+                    seq=first + i,
+                    type=item.type,
+                    data=item.data,
+                    ts=now,
+                )
+                for i, item in enumerate(items)
+            ]
+            appended[root] = events
+            values += [
                 {
                     "id": e.id,
-                    "task_id": e.task_id,
+                    "task_id": root,
                     "subtask_id": e.subtask_id,
                     "seq": e.seq,
                     "type": e.type.value,
                     "data": e.data,
-                    "ts": e.ts,
+                    "ts": now,
                 }
-                for e in appended
-            ],
-        )
+                for e in events
+            ]
+        await self.conn.execute(sa.insert(events_table), values)
         return appended
 
     async def list_after(self, root_id: UUID, after: int = 0, limit: int = 500) -> list[Event]:
         """Events of `root_id` with `seq > after`, in order."""
         rows = await self.conn.execute(
-            sa.select(events)
-            .where(events.c.task_id == root_id, events.c.seq > after)
-            .order_by(events.c.seq)
+            sa.select(events_table)
+            .where(events_table.c.task_id == root_id, events_table.c.seq > after)
+            .order_by(events_table.c.seq)
             .limit(limit)
         )
         return [Event.model_validate(row._mapping) for row in rows]
