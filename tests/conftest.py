@@ -153,3 +153,38 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture
+def make_live_server(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """`async with make_live_server(agents=..., **settings) as server`: uvicorn on loopback.
+
+    With `agents` the server also runs executors (the embedded default), so tasks run.
+    """
+    from contextlib import asynccontextmanager
+
+    from devteam.app import create_app
+    from devteam.settings import AppConfig
+    from tests.auth import JWT_SECRET, security_config
+    from tests.live import LiveServer, serve
+
+    @asynccontextmanager
+    async def make(
+        config: AppConfig | None = None,
+        *,
+        agents: Any = None,
+        send_buffer: int | None = None,
+        **overrides: Any,
+    ) -> AsyncIterator[LiveServer]:
+        overrides.setdefault("jwt_secret", JWT_SECRET)
+        settings = make_settings(**overrides)
+        app = create_app(
+            settings,
+            config or security_config(),
+            executors=agents is not None,
+            agents=agents,
+        )
+        async with serve(app, settings, send_buffer=send_buffer) as server:
+            yield server
+
+    return make

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from devteam import __version__
 from devteam.agents.llm import check_models
+from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
+from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
-from devteam.api.routes import audit, auth, health, mcp, metrics, users
+from devteam.api.routes import agents as agents_routes
+from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -22,6 +27,29 @@ from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
 
 log = get_logger(__name__)
+
+DESCRIPTION = """\
+Submit development tasks to an AI team, follow them live, get typed results.
+
+**Authorize** with a username and password (the button below), or send
+`Authorization: Bearer <access_token>` from `POST /api/v1/auth/token`.
+
+### Live events: `GET /api/v1/ws` (WebSocket)
+
+Authenticate with the `Authorization: Bearer` header or, from a browser, the
+`access_token` query parameter; a bad token closes the connection with code 4401.
+
+Client messages: `{"type": "subscribe", "task_id", "after": 0}` (replay every event
+with `seq > after`, then stream live ones, with no gap and no duplicate),
+`{"type": "unsubscribe", "task_id"}`, `{"type": "ping"}`.
+
+Server messages: `subscribed`, `event` (`{"type": "event", "task_id", "event"}`),
+`pong`, `unsubscribed`, `heartbeat`, `error` (`{"code", "message", "task_id"?}`:
+`not_found` for a task you may not read, `bad_request` for a malformed message), and
+`lagged` (`{"task_id", "last_seq"}`: you fell too far behind; that subscription
+stopped, subscribe again with `after = last_seq`). Messages larger than the limit
+close the connection with 1009.
+"""
 
 
 def create_app(
@@ -49,6 +77,8 @@ def create_app(
             settings, app_config, executors=executors, agents=agents
         ) as services:
             app.state.services = services
+            app.state.hub = EventHub(services.broker)
+            app.state.ws_connections = websocket.Connections()
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
@@ -56,14 +86,24 @@ def create_app(
                 executors=executors,
                 env=settings.env,
             )
-            yield
+            try:
+                yield
+            finally:
+                await app.state.ws_connections.close()
+                await app.state.hub.close()
         log.info("devteam stopped")
 
     app = FastAPI(
         title="DevTeam",
         version=__version__,
         summary="Run an AI development team: submit tasks, follow them live, get typed results.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_tags=[
+            {"name": "tasks", "description": "Submit tasks and follow them."},
+            {"name": "agents", "description": "The agents of the team."},
+            {"name": "rules", "description": "The TeamLeader's rules."},
+        ],
     )
     install_error_handlers(app)
     app.include_router(health.router)
@@ -72,6 +112,10 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(mcp.router)
     app.include_router(metrics.router)
+    app.include_router(tasks.router)
+    app.include_router(agents_routes.router)
+    app.include_router(rules.router)
+    app.include_router(websocket.router)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -114,3 +158,18 @@ def create_worker_app(services: Services) -> FastAPI:
     app.include_router(metrics.router)
     app.add_middleware(EdgeMiddleware, observers=[observe_http], in_flight=HTTP_IN_FLIGHT.inc)
     return app
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How `devteam serve` runs `app` under uvicorn (tests run it the same way)."""
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "lifespan": "on",
+        "proxy_headers": True,
+        "server_header": False,
+        "ws_max_size": settings.ws_max_message_bytes,
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from devteam.cli_users import users_app
 from devteam.domain.errors import ConfigError
-from devteam.observability.logging import configure_logging
-from devteam.settings import AppConfig, Settings, load_config, load_settings
+
+if TYPE_CHECKING:
+    from devteam.settings import AppConfig, Settings
+
+# Settings, logging and the service are imported when a command needs them: the
+# commands on the API (login, submit, watch, tasks) start quickly without them.
 
 app = typer.Typer(
     name="devteam",
@@ -31,6 +35,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def load(**overrides: Any) -> tuple[Settings, AppConfig]:
     """Settings and YAML config, or a one-line reason and exit code 2."""
+    from devteam.observability.logging import configure_logging
+    from devteam.settings import load_config, load_settings
+
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
         config = load_config(settings.config_dir)
@@ -41,6 +48,18 @@ def load(**overrides: Any) -> tuple[Settings, AppConfig]:
         fmt = "json" if settings.is_production else "console"
     configure_logging(level=settings.log_level, fmt=fmt)
     return settings, config
+
+
+def load_agents(spec: str) -> Any:
+    """The agents of `module:factory`: a callable returning {agent type: agent}."""
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute or "agents")
+        return factory()
+    except Exception as exc:
+        fail(f"--agents {spec}: {type(exc).__name__}: {exc}")
 
 
 @app.command()
@@ -59,31 +78,29 @@ def serve(
             "--no-executors serves the API only, for deployments with `devteam worker`.",
         ),
     ] = True,
+    agents: Annotated[
+        str | None,
+        typer.Option(
+            hidden=True,
+            help="Development: take the agents from MODULE:FACTORY (a callable returning "
+            "{agent type: agent}) instead of the built-in ones.",
+        ),
+    ] = None,
 ) -> None:
     """Start the API (embedded defaults: SQLite and the in-process broker)."""
     import uvicorn
 
-    from devteam.app import create_app
+    from devteam.app import create_app, server_config
 
     settings, config = load(host=host, port=port, migrate_on_start=migrate)
     if not executors and settings.redis_url is None:
         fail("--no-executors needs DEVTEAM_REDIS_URL: workers reach the work through Redis")
+    team = load_agents(agents) if agents else None
     try:
-        application = create_app(settings, config, executors=executors)
+        application = create_app(settings, config, executors=executors, agents=team)
     except ConfigError as exc:
         fail(exc.message)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            lifespan="on",
-            proxy_headers=True,
-            server_header=False,
-            ws_max_size=1024 * 1024,
-        )
-    )
+    server = uvicorn.Server(server_config(application, settings))
     server.run()
     if not server.started:
         sys.exit(3)
@@ -173,6 +190,7 @@ def mcp_workspace(
 ) -> None:
     """Run the workspace MCP server (files of one folder) over stdio or Streamable HTTP."""
     from devteam.mcp.workspace import create_workspace_server, serve_http
+    from devteam.observability.logging import configure_logging
 
     # stdout carries the protocol over stdio: logs go to stderr only.
     configure_logging(level="WARNING", fmt="console", stream=sys.stderr)
@@ -183,3 +201,175 @@ def mcp_workspace(
         asyncio.run(serve_http(server, host=host, port=port))
     else:
         server.run("stdio")
+
+
+# -- the command line on the API (cli_client.py, imported when a command runs) ----------
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="DEVTEAM_URL",
+        help="The service; default: the one you logged in to, else http://127.0.0.1:8000.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+
+
+def _client(main: Any) -> None:
+    from devteam.cli_client import run
+
+    raise typer.Exit(run(main))
+
+
+@app.command()
+def login(
+    url: UrlOption = None,
+    username: Annotated[str | None, typer.Option(help="Prompted for when not given.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
+    ] = False,
+) -> None:
+    """Log in to a running service; the tokens are kept in ~/.config/devteam/credentials.json."""
+    from devteam import cli_client
+
+    name = username or typer.prompt("username")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True)
+    _client(cli_client.login(url, name, password))
+
+
+@app.command()
+def logout(url: UrlOption = None) -> None:
+    """End the session and forget the stored tokens."""
+    from devteam import cli_client
+
+    _client(cli_client.logout(url))
+
+
+AGENT_TYPES = ["research", "codebase_analyzer", "frontend", "backend"]
+
+
+@app.command()
+def submit(
+    task: Annotated[str, typer.Argument(help="What to do (10-10000 characters); - reads stdin.")],
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Agent type: {', '.join(AGENT_TYPES)}; default: the TeamLeader decides."
+        ),
+    ] = None,
+    complexity: Annotated[int, typer.Option(min=1, max=10, help="1-10.")] = 3,
+    project: Annotated[
+        str | None, typer.Option(help="Project: a repository in workspaces/.")
+    ] = None,
+    priority: Annotated[int, typer.Option(min=1, max=10, help="1-10; 10 runs first.")] = 5,
+    task_type: Annotated[str, typer.Option(help="feature, bugfix, research, ...")] = "feature",
+    approve_first: Annotated[
+        bool, typer.Option("--approve-first", help="Stop at the plan until approved.")
+    ] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow it live until it ends.")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with the same key returns the same task.")
+    ] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit a task. With --watch the exit code is the task's outcome."""
+    from devteam import cli_client
+
+    if agent is not None and agent not in AGENT_TYPES:
+        raise typer.BadParameter(f"one of {', '.join(AGENT_TYPES)}", param_hint="--agent")
+    text = sys.stdin.read() if task == "-" else task
+    body: dict[str, Any] = {
+        "task": text,
+        "complexity": complexity,
+        "priority": priority,
+        "task_type": task_type,
+        "require_approval": approve_first,
+    }
+    if agent:
+        body["agent_type"] = agent
+    if project:
+        body["project_id"] = project
+    _client(
+        cli_client.submit(
+            url, body, watch_it=watch, as_json=as_json, idempotency_key=idempotency_key
+        )
+    )
+
+
+@app.command()
+def watch(
+    task_id: Annotated[str, typer.Argument(help="The task to follow.")],
+    url: UrlOption = None,
+) -> None:
+    """Follow a task live until it ends; resumes by itself after a dropped connection.
+
+    Exit code: 0 completed, 1 failed, 3 cancelled, 4 the service refused or is unreachable.
+    """
+    from devteam import cli_client
+
+    _client(cli_client.watch(url, task_id))
+
+
+tasks_app = typer.Typer(help="List, show, cancel and approve tasks.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    status: Annotated[str | None, typer.Option(help="Only tasks in this status.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's tasks.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent type's tasks.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Continue a listing.")] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Your tasks (everyone's for operators), newest first."""
+    from devteam import cli_client
+
+    filters = {
+        "status": status,
+        "project_id": project,
+        "agent_type": agent,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    _client(cli_client.list_tasks(url, filters, as_json=as_json))
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task_id: Annotated[str, typer.Argument()],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A task with its subtasks, usage, error and result."""
+    from devteam import cli_client
+
+    _client(cli_client.show_task(url, task_id, as_json=as_json))
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(task_id: Annotated[str, typer.Argument()], url: UrlOption = None) -> None:
+    """Cancel a task and everything under it."""
+    from devteam import cli_client
+
+    _client(cli_client.cancel_task(url, task_id))
+
+
+@tasks_app.command("approve")
+def tasks_approve(
+    task_id: Annotated[str, typer.Argument()],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the plan instead.")] = False,
+    comment: Annotated[str | None, typer.Option(help="Why.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Approve (or --reject) the plan of a task awaiting approval."""
+    from devteam import cli_client
+
+    _client(cli_client.approve_task(url, task_id, not reject, comment))

@@ -116,6 +116,9 @@ async def open_services(
             team_leader=leader,
             llm=llm,
         )
+        # Rules reloaded by any process reach this one's TeamLeader too.
+        await leader.follow_control()
+        stack.push_async_callback(leader.unfollow_control)
         if executors:
             await leader.start(concurrency=settings.executor_concurrency)
             stack.push_async_callback(leader.stop, settings.shutdown_grace_s)

@@ -30,6 +30,8 @@ class Step:
     usage: Usage = field(default_factory=Usage)
     progress: list[str] = field(default_factory=list)
     tool_calls: int = 0
+    wait: asyncio.Event | None = None
+    """Wait for the test to set this (after the progress and tool calls) before going on."""
 
 
 @dataclass
@@ -58,6 +60,8 @@ class ScriptedAgent:
                 await context.progress(message)
             for i in range(step.tool_calls):
                 await context.tool_call("workspace", "read_file", "ok", path=f"f{i}.py")
+            if step.wait is not None:
+                await step.wait.wait()
             if step.block:
                 self.script.blocked.set()
                 await asyncio.Event().wait()

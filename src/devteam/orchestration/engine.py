@@ -70,6 +70,9 @@ class Effects(Protocol):
 
 Prepare = Callable[[UnitOfWork, dict[UUID, Tree]], Awaitable[Sequence[TransitionRequest]]]
 """Work done in the transaction before the transitions (e.g. inserting a plan)."""
+Finish = Callable[[UnitOfWork, list[TransitionResult]], Awaitable[None]]
+"""Work done in the transaction after the transitions, seeing their results (e.g. an
+audit entry that must commit with them)."""
 
 
 class Engine:
@@ -112,14 +115,15 @@ class Engine:
         lock: Sequence[UUID] = (),
         prepare: Prepare | None = None,
         events: Sequence[tuple[UUID, NewEvent]] = (),
+        finish: Finish | None = None,
     ) -> list[TransitionResult]:
         """Run several transitions (of one or several trees) in one transaction.
 
         `root_ids`, when given, are the roots of the tasks in `requests` (saves a
         lookup). `lock` names more roots to load and lock, for `prepare`, which runs
-        first inside the transaction and may return more
-        requests (their results follow those of `requests`); `events` are appended
-        before the transitions' own.
+        first inside the transaction and may return more requests (their results
+        follow those of `requests`); `events` are appended before the transitions'
+        own. `finish` runs last inside the transaction with the results of `requests`.
         """
         outbox = Outbox()
         appended: dict[UUID, list[Event]] = {}
@@ -146,6 +150,8 @@ class Engine:
                 if tree is None or request.task_id not in tree.tasks:
                     raise NotFound(f"task {request.task_id} does not exist")
                 results.append(await self._run(tx, tree, request, outbox, pending_events[root]))
+            if finish is not None:
+                await finish(tx, results[: len(requests)])
             # Every change of the transaction is written once, in as few statements as
             # possible; the trees were locked, so nothing else changed these rows.
             await tx.tasks.write_changes([c for tree in trees.values() for c in tree.changes()])

@@ -61,6 +61,8 @@ class _Running:
     runner: asyncio.Task[Any] | None = None
     stop_reason: str | None = None
     """Why the runner was cancelled: `cancel`, `lease_lost` or `shutdown`."""
+    recording: bool = False
+    """The attempt is over and its outcome is being committed: nothing may cancel it now."""
 
 
 @dataclass
@@ -171,8 +173,10 @@ class Executor:
             await asyncio.sleep(0.05)
         for running in list(self._running.values()):
             self._stop_runner(running, "shutdown")
-        while self._running:
+        while self._running and time.monotonic() < deadline + 30:
             await asyncio.sleep(0.02)
+        if self._running:
+            log.error("attempts did not stop; their leases will expire", count=len(self._running))
         for pending in list(self._tasks):
             await asyncio.gather(pending, return_exceptions=True)
         await self._release_held()
@@ -278,6 +282,14 @@ class Executor:
         self, item: WorkItem, message: QueueMessage, result: TransitionResult
     ) -> None:
         task = result.task
+        if result.accepted and task.status == S.IN_PROGRESS and not self._receiving:
+            # Started just as this executor began to stop: hand it straight back.
+            await self._outcomes.commit(
+                self._failed(task, ErrorCode.WORKER_STOPPED, "the worker is stopping", Usage()),
+                item.root_id,
+            )
+            await self._ack(message)
+            return
         if result.accepted and task.status == S.IN_PROGRESS:
             assert result.tree is not None
             running = _Running(item, message)
@@ -336,7 +348,7 @@ class Executor:
         return min(max(min(timed) - time.monotonic(), 0.01), 1.0)
 
     async def _retry_held(self) -> None:
-        if not self._held or not self._receiving:
+        if not self._held or not self.accepting_work:
             return
         free = self.concurrency - len(self._running)
         now = time.monotonic()
@@ -426,7 +438,11 @@ class Executor:
             finally:
                 metrics.TASKS_IN_PROGRESS.labels(agent_label).dec()
             elapsed = time.perf_counter() - started
-            await self._record(running, outcome, agent_label, elapsed)
+            running.recording = True
+            try:
+                await self._record(running, outcome, agent_label, elapsed)
+            finally:
+                self._finish(running)
 
     def _completed(
         self, task: Task, result: TaskResult, context: ExecutionContext
@@ -483,12 +499,10 @@ class Executor:
                 log.exception("recording an outcome failed; retrying", task_id=item.task_id)
         else:
             # Leave the item unacknowledged: the lease runs out and it is retried.
-            self._finish(running)
             return
         metrics.AGENT_EXECUTIONS.labels(agent, outcome.to.value).inc()
         metrics.AGENT_DURATION.labels(agent).observe(elapsed)
         await self._ack(running.message)
-        self._finish(running)
 
     def _finish(self, running: _Running) -> None:
         # Only this entry: a root's planning and its own attempt share the task id.
@@ -499,6 +513,8 @@ class Executor:
         self._retry_now.set()
 
     def _stop_runner(self, running: _Running, reason: str) -> None:
+        if running.recording:
+            return
         if running.stop_reason is None:
             running.stop_reason = reason
         if running.runner is not None and not running.runner.done():
@@ -665,7 +681,8 @@ class Executor:
         """Renew the leases of running work; stop attempts whose lease was taken over."""
         config = self.config()
         metrics.WORKER_HEARTBEAT.set(time.time())
-        ids = list(self._running)
+        # An attempt recording its outcome has given its lease back already.
+        ids = [task_id for task_id, r in self._running.items() if not r.recording]
         if ids:
             until = self.clock.now() + timedelta(seconds=config.leases.duration_s)
             async with self.store.transaction() as tx:

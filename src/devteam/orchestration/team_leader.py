@@ -7,10 +7,11 @@ executors and the sweeper in this process (embedded mode, or `devteam worker`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic_ai.models import Model
 from sqlalchemy.exc import IntegrityError
 
-from devteam.broker.protocol import Broker
+from devteam.broker.protocol import Broker, Subscription
 from devteam.domain.agents import Agent
 from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
 from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFailed
@@ -29,16 +30,16 @@ from devteam.domain.users import User
 from devteam.observability import metrics
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock, SystemClock
-from devteam.orchestration.engine import Engine
+from devteam.orchestration.engine import Engine, TransitionResult
 from devteam.orchestration.executor import Executor
 from devteam.orchestration.planner import Planner, violations
 from devteam.orchestration.policy import default_policy
 from devteam.orchestration.recovery import Sweeper
 from devteam.orchestration.rules.base import Policy, TransitionRequest
-from devteam.orchestration.work import BrokerEffects
+from devteam.orchestration.work import CONTROL_CHANNEL, BrokerEffects, encode_control
 from devteam.settings import load_yaml_model
 from devteam.settings.team_leader import TeamLeaderConfig
-from devteam.storage import Store
+from devteam.storage import Store, UnitOfWork
 
 log = get_logger(__name__)
 
@@ -47,6 +48,13 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 
 ProjectCheck = Callable[[str], str | None]
 """Returns why a project cannot be used, or None when it can."""
+
+Within = Callable[[UnitOfWork, Task], Awaitable[None]]
+"""Runs inside the transaction of a submit, cancel or approval, with the task as it is
+after the action, so what it writes (e.g. the audit entry) commits with the action."""
+
+RELOAD_RULES = "reload_rules"
+"""Control message: every process reads team_leader.yaml again."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,10 @@ class TeamLeader:
         self.sweeper = Sweeper(self.engine, store, self.effects, self.clock)
         self.executors: list[Executor] = []
         self._background: list[asyncio.Task[Any]] = []
+        self.instance = uuid.uuid4().hex
+        """Names this process's TeamLeader in control messages, to skip its own."""
+        self._control: Subscription | None = None
+        self._control_retry: asyncio.Task[None] | None = None
 
     # -- rules -----------------------------------------------------------------------
 
@@ -106,6 +118,66 @@ class TeamLeader:
         self._config = new
         log.info("rules reloaded", path=str(self.config_path))
         return new
+
+    async def reload_rules_everywhere(self) -> TeamLeaderConfig:
+        """Reload here (raising `ConfigError` for an invalid file), then tell every process.
+
+        Each process reads its own copy of the file: keep them the same.
+        """
+        new = self.reload_rules()
+        await self.broker.pubsub.publish(
+            CONTROL_CHANNEL, encode_control(RELOAD_RULES, origin=self.instance)
+        )
+        return new
+
+    async def follow_control(self) -> None:
+        """Act on control messages of other processes (rules reloads), until `unfollow_control`.
+
+        Tries to subscribe once now; while the broker cannot be reached, keeps trying
+        in the background.
+        """
+        if await self._subscribe_control():
+            return
+        self._control_retry = asyncio.create_task(self._retry_control(), name="team-leader-control")
+
+    async def unfollow_control(self) -> None:
+        if self._control_retry is not None:
+            self._control_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_retry
+            self._control_retry = None
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                await self._control.close()
+            self._control = None
+
+    async def _subscribe_control(self) -> bool:
+        try:
+            self._control = await self.broker.pubsub.subscribe(CONTROL_CHANNEL, self._on_control)
+        except Exception as exc:
+            log.warning("cannot follow control messages yet; retrying", error=str(exc))
+            return False
+        return True
+
+    async def _retry_control(self) -> None:
+        delay = 0.5
+        while not await self._subscribe_control():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _on_control(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or message.get("type") != RELOAD_RULES:
+            return
+        if message.get("origin") == self.instance:
+            return
+        try:
+            self.reload_rules()
+        except ConfigError as exc:
+            log.warning("rules reload refused; the rules in force stay", reason=exc.message)
 
     def describe_rules(self) -> dict[str, Any]:
         return {
@@ -179,12 +251,21 @@ class TeamLeader:
             )
 
     async def submit(
-        self, request: TaskRequest, user: User, idempotency_key: str | None = None
+        self,
+        request: TaskRequest,
+        user: User,
+        idempotency_key: str | None = None,
+        *,
+        within: Within | None = None,
     ) -> Submission:
+        """Create the root task (or return the one this Idempotency-Key made).
+
+        `within` runs in the creating transaction only, not on a replay.
+        """
         self.check(request)
         digest = request_hash(request)
         try:
-            return await self._submit(request, user, idempotency_key, digest)
+            return await self._submit(request, user, idempotency_key, digest, within)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -204,7 +285,12 @@ class TeamLeader:
         return Submission(task, created=False)
 
     async def _submit(
-        self, request: TaskRequest, user: User, key: str | None, digest: str
+        self,
+        request: TaskRequest,
+        user: User,
+        key: str | None,
+        digest: str,
+        within: Within | None,
     ) -> Submission:
         root = self._new_root(request, user)
         async with self.store.transaction() as tx:
@@ -233,6 +319,8 @@ class TeamLeader:
                     )
                 ],
             )
+            if within is not None:
+                await within(tx, root)
         metrics.TASKS_SUBMITTED.labels(root.agent_type.value if root.agent_type else "auto").inc()
         await self.effects.publish({root.id: events})
         await self.effects.enqueue([root])
@@ -286,26 +374,45 @@ class TeamLeader:
             raise NotFound(f"task {task_id} does not exist")
         return task
 
-    async def cancel(self, task_id: uuid.UUID, reason: str = "cancelled by request") -> Task:
+    async def cancel(
+        self,
+        task_id: uuid.UUID,
+        reason: str = "cancelled by request",
+        *,
+        within: Within | None = None,
+    ) -> Task:
+        """Cancel a root task; `within` runs in the transaction when the cancel is accepted."""
         task = await self._get(task_id)
         if task.parent_id is not None:
             raise Conflict(f"cancel the root task {task.root_id}, not one of its subtasks")
         if task.status in TERMINAL_STATUSES or task.status == S.CANCELLING:
             raise Conflict(f"the task is already {task.status}")
-        result = await self.engine.transition(
-            task.id,
-            S.CANCELLING,
-            root_id=task.root_id,
-            reason=reason,
-            error={"code": "cancelled", "message": reason},
+        (result,) = await self.engine.transition_many(
+            [
+                TransitionRequest(
+                    task.id,
+                    S.CANCELLING,
+                    reason=reason,
+                    updates={"error": {"code": "cancelled", "message": reason}},
+                )
+            ],
+            root_ids=[task.root_id],
+            finish=_within_accepted(within),
         )
         if not result.accepted:
             raise Conflict(result.reason or f"the task cannot be cancelled ({task.status})")
         return result.task
 
     async def approve(
-        self, task_id: uuid.UUID, approved: bool, comment: str | None, actor: User
+        self,
+        task_id: uuid.UUID,
+        approved: bool,
+        comment: str | None,
+        actor: User,
+        *,
+        within: Within | None = None,
     ) -> Task:
+        """Approve or reject a plan; `within` runs in the transaction when that happens."""
         task = await self._get(task_id)
         if task.status != S.AWAITING_APPROVAL:
             raise Conflict(f"the task is {task.status}, not awaiting approval")
@@ -314,6 +421,7 @@ class TeamLeader:
             result = await self.engine.transition_many(
                 [_request(task, S.DELEGATED, f"approved by {actor.username}", event_data=data)],
                 root_ids=[task.root_id],
+                finish=_within_accepted(within),
             )
         else:
             message = f"plan rejected by {actor.username}" + (f": {comment}" if comment else "")
@@ -328,10 +436,26 @@ class TeamLeader:
                     )
                 ],
                 root_ids=[task.root_id],
+                finish=_within_accepted(within),
             )
         if not result[0].accepted:
             raise Conflict(result[0].reason or "the task cannot be approved now")
         return result[0].task
+
+
+def _within_accepted(
+    within: Within | None,
+) -> Callable[[UnitOfWork, list[TransitionResult]], Awaitable[None]] | None:
+    """`within` as an engine `finish` step that runs only if the first request was accepted."""
+    if within is None:
+        return None
+    hook = within
+
+    async def finish(tx: UnitOfWork, results: list[TransitionResult]) -> None:
+        if results and results[0].accepted:
+            await hook(tx, results[0].task)
+
+    return finish
 
 
 def _request(

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     hsts: bool = False
     """Send Strict-Transport-Security (turn on when served over TLS)."""
 
+    ws_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Messages waiting to go to one WebSocket client; a subscription that finds no room
+    for `ws_lag_timeout_s` is dropped with a `lagged` message."""
+    ws_lag_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    ws_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    """Seconds between `heartbeat` messages; each one also checks the client's token again."""
+    ws_max_message_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
+    """Largest message a WebSocket client may send (larger: the server closes with 1009)."""
+    ws_max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Task subscriptions one WebSocket connection may hold at once."""
+
     jwt_secret: SecretStr | None = None
     """HMAC key for tokens, at least 32 bytes; required in production."""
     jwt_private_key_file: Path | None = None

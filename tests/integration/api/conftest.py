@@ -46,9 +46,16 @@ def make_auth_client(
     from devteam.settings import AppConfig
     from tests.auth import JWT_SECRET, security_config
 
-    def make(config: AppConfig | None = None, *, executors: bool = False, **overrides: Any) -> Any:
+    def make(
+        config: AppConfig | None = None,
+        *,
+        executors: bool = False,
+        agents: Any = None,
+        **overrides: Any,
+    ) -> Any:
         overrides.setdefault("jwt_secret", JWT_SECRET)
         settings = make_settings(**overrides)
-        return make_client(create_app(settings, config or security_config(), executors=executors))
+        app = create_app(settings, config or security_config(), executors=executors, agents=agents)
+        return make_client(app)
 
     return make

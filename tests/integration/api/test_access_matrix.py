@@ -8,6 +8,9 @@ One row per route and target; one column per role, plus a caller with no token.
 - `other`   an object of another user (a developer);
 - `missing` an id that exists nowhere.
 
+Method `WS` is a subscription on the WebSocket `/api/v1/ws`; its "status" is 200 for
+`subscribed`, 404 for a `not_found` error and 401 for a close with 4401.
+
 A caller that may not read an object gets 404, exactly as for a missing one; 403 is
 only for a kind of request the role may not make at all. To add routes (tasks,
 approvals, ...), add rows here and their objects in `World.ids`.
@@ -18,6 +21,8 @@ in test_auth.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +32,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from devteam.domain.enums import Role
+from devteam.domain.enums import Role, TaskStatus
 from devteam.domain.users import User
 from tests.auth import add_user, bearer, login
+from tests.factories import create_root_task
+
+S = TaskStatus
 
 ANONYMOUS = "anonymous"
 CALLERS = [*(role.value for role in Role), ANONYMOUS]
@@ -48,6 +56,26 @@ MATRIX: list[tuple[str, str, str, int, int, int, int, int]] = [
     ("PATCH", "/api/v1/users/{user_id}",    "missing", 404,  403,     403,      403,   401),
     ("GET",   "/api/v1/audit",              "-",       200,  403,     403,      403,   401),
     ("GET",   "/api/v1/mcp/servers",        "-",       200,  200,     403,      403,   401),
+    ("POST",  "/api/v1/tasks",              "-",       202,  202,     202,      403,   401),
+    ("GET",   "/api/v1/tasks",              "-",       200,  200,     200,      200,   401),
+    ("GET",   "/api/v1/tasks/{task_id}",    "own",     200,  200,     200,      200,   401),
+    ("GET",   "/api/v1/tasks/{task_id}",    "other",   200,  200,     404,      404,   401),
+    ("GET",   "/api/v1/tasks/{task_id}",    "missing", 404,  404,     404,      404,   401),
+    ("GET",   "/api/v1/tasks/{task_id}/events", "own", 200,  200,     200,      200,   401),
+    ("GET",   "/api/v1/tasks/{task_id}/events", "other", 200, 200,    404,      404,   401),
+    ("GET",   "/api/v1/tasks/{task_id}/events", "missing", 404, 404,  404,      404,   401),
+    ("WS",    "subscribe {task_id}",        "own",     200,  200,     200,      200,   401),
+    ("WS",    "subscribe {task_id}",        "other",   200,  200,     404,      404,   401),
+    ("WS",    "subscribe {task_id}",        "missing", 404,  404,     404,      404,   401),
+    ("POST",  "/api/v1/tasks/{awaiting_id}/approve", "own", 200, 200, 200,      403,   401),
+    ("POST",  "/api/v1/tasks/{awaiting_id}/approve", "other", 200, 403, 404,    404,   401),
+    ("POST",  "/api/v1/tasks/{awaiting_id}/approve", "missing", 404, 404, 404,  404,   401),
+    ("POST",  "/api/v1/tasks/{task_id}/cancel", "own", 202,  202,     202,      403,   401),
+    ("POST",  "/api/v1/tasks/{task_id}/cancel", "other", 202, 202,    404,      404,   401),
+    ("POST",  "/api/v1/tasks/{task_id}/cancel", "missing", 404, 404,  404,      404,   401),
+    ("GET",   "/api/v1/agents",             "-",       200,  200,     200,      200,   401),
+    ("GET",   "/api/v1/team-leader/rules",  "-",       200,  200,     403,      403,   401),
+    ("POST",  "/api/v1/team-leader/rules/reload", "-", 200,  200,     403,      403,   401),
     # Last: it ends the caller's session.
     ("POST",  "/api/v1/auth/logout",        "-",       204,  204,     204,      204,   401),
 ]
@@ -65,6 +93,10 @@ def body_for(method: str, path: str, caller_role: str) -> dict[str, Any] | None:
     if (method, path) == ("PATCH", "/api/v1/users/{user_id}"):
         # Keeps the caller's own role (an admin stays admin); demotes `other` to viewer.
         return {"role": caller_role if caller_role != ANONYMOUS else "viewer"}
+    if (method, path) == ("POST", "/api/v1/tasks"):
+        return {"task": "Add a health endpoint to the service", "complexity": 3}
+    if path.endswith("/approve"):
+        return {"approved": True}
     return None
 
 
@@ -88,6 +120,15 @@ async def build_world(app: FastAPI, caller_role: str) -> World:
     own_id = str(caller.id) if caller else str(uuid.uuid4())
     world = World(caller=caller, other=other)
     world.ids["user_id"] = {"own": own_id, "other": str(other.id), "missing": str(uuid.uuid4())}
+    store = app.state.services.store
+    for name, status in (("task_id", S.PENDING), ("awaiting_id", S.AWAITING_APPROVAL)):
+        theirs = await create_root_task(store, other, status=status)
+        mine = await create_root_task(store, caller, status=status) if caller else None
+        world.ids[name] = {
+            "own": str(mine.id) if mine else str(uuid.uuid4()),
+            "other": str(theirs.id),
+            "missing": str(uuid.uuid4()),
+        }
     return world
 
 
@@ -107,6 +148,14 @@ async def test_access_matrix(
             headers = bearer((await login(client, world.caller.username))["access_token"])
         mismatches = []
         for method, template, whose, expected in cases_for(caller):
+            if method == "WS":
+                task_id = world.path(template, whose).removeprefix("subscribe ")
+                status, detail = await subscribe_status(app, headers, task_id)
+                if status != expected:
+                    mismatches.append(
+                        f"WS {template} ({whose}) as {caller}: expected {expected}, got {detail}"
+                    )
+                continue
             response = await client.request(
                 method,
                 world.path(template, whose),
@@ -121,6 +170,45 @@ async def test_access_matrix(
             elif expected >= 400:
                 check_error(response, expected)
         assert not mismatches, "\n".join(mismatches)
+
+
+async def subscribe_status(app: FastAPI, headers: dict[str, str], task_id: str) -> tuple[int, str]:
+    """Subscribe to `task_id` over the app's WebSocket route (in process, plain ASGI)."""
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/api/v1/ws",
+        "raw_path": b"/api/v1/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "subprotocols": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await incoming.put({"type": "websocket.connect"})
+    subscribe = {"type": "subscribe", "task_id": task_id, "after": 0}
+    await incoming.put({"type": "websocket.receive", "text": json.dumps(subscribe)})
+    running = asyncio.create_task(app(scope, incoming.get, outgoing.put))
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                message = await outgoing.get()
+                if message["type"] == "websocket.close":
+                    return (401 if message["code"] == 4401 else 0), f"close {message['code']}"
+                if message["type"] == "websocket.send":
+                    answer = json.loads(message["text"])
+                    if answer["type"] == "subscribed":
+                        return 200, "subscribed"
+                    if answer.get("code") == "not_found":
+                        return 404, "not_found"
+                    return 0, str(answer)
+    finally:
+        await incoming.put({"type": "websocket.disconnect", "code": 1000})
+        await running
 
 
 def check_error(response: httpx.Response, status: int) -> None:

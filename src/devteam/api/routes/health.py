@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from devteam.api.deps import ServicesDep
 from devteam.observability.health import run_checks
@@ -15,10 +15,24 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 class Liveness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"] = "ok"
 
 
 class ReadinessOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ok", "checks": {"database": "ok", "broker": "ok"}},
+                {
+                    "status": "unavailable",
+                    "checks": {"database": "ok", "broker": "ConnectionError: refused"},
+                },
+            ]
+        }
+    )
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
     """Check name -> `ok` or why it failed."""

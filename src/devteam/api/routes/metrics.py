@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from devteam.api.deps import SettingsDep
-from devteam.domain.errors import Unauthorized
+from devteam.api.docs import error_responses
+from devteam.domain.errors import ErrorCode, Unauthorized
 
 router = APIRouter(tags=["metrics"])
 
@@ -17,7 +18,19 @@ router = APIRouter(tags=["metrics"])
     "/metrics",
     summary="Prometheus metrics (text format); a bearer token when DEVTEAM_METRICS_TOKEN is set",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics"}},
+    responses={
+        200: {
+            "description": "The metrics of this process, in Prometheus's text format",
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": 'devteam_http_requests_total{method="GET",route="/health/live",'
+                    'status="200"} 3.0\n',
+                }
+            },
+        },
+        **error_responses(ErrorCode.UNAUTHORIZED),
+    },
 )
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     token = settings.metrics_token

@@ -77,14 +77,24 @@ class EventRepository(Repository):
         await self.conn.execute(sa.insert(events_table), values)
         return appended
 
-    async def list_after(self, root_id: UUID, after: int = 0, limit: int = 500) -> list[Event]:
-        """Events of `root_id` with `seq > after`, in order."""
-        rows = await self.conn.execute(
+    async def list_after(
+        self,
+        root_id: UUID,
+        after: int = 0,
+        limit: int = 500,
+        *,
+        subtask_id: UUID | None = None,
+    ) -> list[Event]:
+        """Events of `root_id` with `seq > after`, in order; only one subtask's when given."""
+        query = (
             sa.select(events_table)
             .where(events_table.c.task_id == root_id, events_table.c.seq > after)
             .order_by(events_table.c.seq)
             .limit(limit)
         )
+        if subtask_id is not None:
+            query = query.where(events_table.c.subtask_id == subtask_id)
+        rows = await self.conn.execute(query)
         return [Event.model_validate(row._mapping) for row in rows]
 
     async def last_seq(self, root_id: UUID) -> int:

@@ -131,6 +131,61 @@ class TaskRepository(Repository):
         )
         return [task_from_row(row._mapping) for row in rows]
 
+    async def children_of(self, parent_ids: Sequence[UUID]) -> dict[UUID, list[Task]]:
+        """The children of several tasks at once, each list in creation order."""
+        if not parent_ids:
+            return {}
+        rows = await self.conn.execute(
+            sa.select(tasks)
+            .where(tasks.c.parent_id.in_(list(set(parent_ids))))
+            .order_by(tasks.c.created_at)
+        )
+        found: dict[UUID, list[Task]] = {}
+        for row in rows:
+            task = task_from_row(row._mapping)
+            assert task.parent_id is not None
+            found.setdefault(task.parent_id, []).append(task)
+        return found
+
+    async def list_roots(
+        self,
+        *,
+        owner: UUID | None = None,
+        status: str | None = None,
+        project_id: str | None = None,
+        agent_type: str | None = None,
+        before: tuple[datetime, UUID] | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """Root tasks, newest first (`created_at`, then `id`); `owner` None means everyone's.
+
+        `before` is the (`created_at`, `id`) of the last task of the previous page.
+        The order matches the `ix_tasks_roots_by_owner` and `ix_tasks_roots` indexes.
+        """
+        query = (
+            sa.select(tasks)
+            .where(tasks.c.parent_id.is_(None))
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(limit)
+        )
+        if owner is not None:
+            query = query.where(tasks.c.created_by == owner)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        if project_id is not None:
+            query = query.where(tasks.c.project_id == project_id)
+        if agent_type is not None:
+            query = query.where(tasks.c.agent_type == agent_type)
+        if before is not None:
+            created_at, task_id = before
+            query = query.where(
+                sa.or_(
+                    tasks.c.created_at < created_at,
+                    sa.and_(tasks.c.created_at == created_at, tasks.c.id < task_id),
+                )
+            )
+        return [task_from_row(row._mapping) for row in await self.conn.execute(query)]
+
     # -- orchestration -------------------------------------------------------------
 
     async def load_trees(
@@ -178,6 +233,19 @@ class TaskRepository(Repository):
         if agent_type is not None:
             query = query.where(tasks.c.agent_type == agent_type)
         return int(await self.conn.scalar(query) or 0)
+
+    async def running_by_agent_type(self) -> dict[str, int]:
+        """Agent attempts running now (they hold a lease), per agent type."""
+        rows = await self.conn.execute(
+            sa.select(tasks.c.agent_type, sa.func.count())
+            .where(
+                tasks.c.status.in_(_RUNNING),
+                tasks.c.lease_owner.is_not(None),
+                tasks.c.agent_type.is_not(None),
+            )
+            .group_by(tasks.c.agent_type)
+        )
+        return {row[0]: int(row[1]) for row in rows}
 
     async def renew_leases(
         self, owner: str, task_ids: Sequence[UUID], until: datetime

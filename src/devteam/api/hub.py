@@ -1,0 +1,127 @@
+"""Live events of root tasks, fanned out to the WebSocket connections of this process.
+
+The engine publishes each committed batch of a root task's events on the broker
+channel `events.{root_id}`. The hub holds one broker subscription per root task
+that somebody here follows, whatever the number of connections following it,
+decodes each message once and hands the events to every local listener. A
+listener is called in the event loop and must not block (it only buffers).
+
+Events produced by any process arrive here through the broker (Redis pub/sub
+with several processes), so a client may connect to any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from uuid import UUID
+
+from devteam.broker.protocol import Broker, Subscription
+from devteam.domain.errors import ServiceUnavailable
+from devteam.domain.events import Event
+from devteam.observability.logging import get_logger
+from devteam.orchestration.work import decode_events, events_channel
+
+log = get_logger(__name__)
+
+Listener = Callable[[list[Event]], None]
+"""Receives each published batch of a root task's events, in publishing order."""
+
+
+class _Channel:
+    """The broker subscription of one root task and its local listeners."""
+
+    def __init__(self, root_id: UUID) -> None:
+        self.root_id = root_id
+        self.listeners: set[Listener] = set()
+        self.opened: asyncio.Future[Subscription] | None = None
+
+    def dispatch(self, raw: bytes) -> None:
+        try:
+            events = decode_events(raw)
+        except Exception:
+            log.warning("an undecodable event message was skipped", root_id=str(self.root_id))
+            return
+        for listener in tuple(self.listeners):
+            try:
+                listener(events)
+            except Exception:
+                log.exception("an event listener failed", root_id=str(self.root_id))
+
+
+class Listening:
+    """A listener registered with the hub; `close()` it when done."""
+
+    def __init__(self, hub: EventHub, channel: _Channel, listener: Listener) -> None:
+        self._hub = hub
+        self._channel = channel
+        self._listener = listener
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._hub._leave(self._channel, self._listener)
+
+
+class EventHub:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._channels: dict[UUID, _Channel] = {}
+        self._closed = False
+
+    @property
+    def channels(self) -> int:
+        """Root tasks followed on the broker by this process now."""
+        return len(self._channels)
+
+    async def listen(self, root_id: UUID, listener: Listener) -> Listening:
+        """Call `listener` with every batch of `root_id`'s events published from now on.
+
+        Returns once the broker subscription is live, so nothing published after
+        this returns is missed; what was published before is in the events table.
+        """
+        if self._closed:
+            raise ServiceUnavailable("the service is shutting down")
+        channel = self._channels.get(root_id)
+        if channel is None:
+            channel = self._channels[root_id] = _Channel(root_id)
+            channel.opened = asyncio.ensure_future(
+                self._broker.pubsub.subscribe(events_channel(root_id), channel.dispatch)
+            )
+        channel.listeners.add(listener)
+        assert channel.opened is not None
+        try:
+            # Shielded: one caller giving up must not cancel the others' subscription.
+            await asyncio.shield(channel.opened)
+        except BaseException:
+            await self._leave(channel, listener)
+            raise
+        return Listening(self, channel, listener)
+
+    async def _leave(self, channel: _Channel, listener: Listener) -> None:
+        channel.listeners.discard(listener)
+        if channel.listeners or self._channels.get(channel.root_id) is not channel:
+            return
+        del self._channels[channel.root_id]
+        assert channel.opened is not None
+        try:
+            subscription = await channel.opened
+        except Exception:
+            return
+        with contextlib.suppress(Exception):
+            await subscription.close()
+
+    async def close(self) -> None:
+        """Drop every broker subscription (at shutdown, once the connections are gone)."""
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.listeners.clear()
+            assert channel.opened is not None
+            if not channel.opened.done():
+                channel.opened.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                subscription = await channel.opened
+                await subscription.close()

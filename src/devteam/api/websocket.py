@@ -1,0 +1,607 @@
+"""`GET /api/v1/ws`: live task events over WebSocket, resumable without gap or duplicate.
+
+The protocol is in API.md. How this server keeps its promises:
+
+- **Replay, then live, no gap, no duplicate.** A subscription first listens to
+  the task's live events (through the `EventHub`), then replays the events table
+  from `after`, then streams what arrived live, dropping every event whose `seq`
+  it already sent. A live event that skips ahead (messages of several publishing
+  processes may interleave) makes it read the missing ones from the table first.
+  Live events are only a fast path: when they pile up faster than a subscription
+  sends them, it drops its buffer and reads the table instead.
+- **The server never waits on a slow client.** Each connection has a bounded
+  queue of outgoing messages, drained by its own sender task. A subscription that
+  finds the queue full waits at most `ws_lag_timeout_s`; then it stops and the
+  client gets `{"type": "lagged", "task_id", "last_seq"}` after the events already
+  queued, and resubscribes with `after = last_seq`. Memory per connection is
+  bounded by the queue, the live buffers and the subscription limit.
+- **Authentication** is checked at the handshake (bearer header or `access_token`
+  query parameter; a bad token closes with 4401, too many connections with 4429)
+  and again at each heartbeat: a token that expired, a session that ended or a
+  user deactivated closes the connection with 4401, and a subscription the caller
+  may no longer read ends with a `not_found` error.
+
+Beyond API.md, the server also sends `{"type": "unsubscribed", "task_id"}` to
+confirm an unsubscribe (no event of that task follows it) and a periodic
+`{"type": "heartbeat"}`; events carry the subscription's `task_id` at the top
+level; errors about a task carry its `task_id`. Clients ignore types they do not
+know. Subscribing to a subtask streams only that subtask's events (numbered in
+its root task's sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
+
+from devteam.api.hub import EventHub
+from devteam.api.security import authenticate_websocket, bearer_token
+from devteam.domain.errors import DevTeamError, ErrorCode, RateLimited, Unauthorized
+from devteam.domain.events import Event
+from devteam.domain.permissions import TASKS_READ
+from devteam.observability.logging import get_logger
+from devteam.observability.metrics import WS_CONNECTIONS, WS_DROPS, WS_MESSAGES
+from devteam.security import Principal, Security
+from devteam.services import Services
+from devteam.settings import Settings
+from devteam.storage import Store
+
+log = get_logger(__name__)
+
+router = APIRouter()
+
+PATH = "/api/v1/ws"
+REPLAY_PAGE = 500
+"""Events read from the table per query while replaying."""
+LIVE_BUFFER = 256
+"""Live events one subscription holds before it drops them and reads the table instead."""
+CONTROL_SLACK = 16
+"""Room beyond the queue size for control messages (acknowledgements, errors, lagged)."""
+CLOSE_TIMEOUT_S = 5.0
+
+
+class CloseCode:
+    """WebSocket close codes the server uses."""
+
+    NORMAL = 1000
+    POLICY_VIOLATION = 1008
+    """The client let too many of the server's messages pile up."""
+    MESSAGE_TOO_BIG = 1009
+    SERVICE_RESTART = 1012
+    UNAUTHORIZED = 4401
+    RATE_LIMITED = 4429
+
+
+class StreamState(StrEnum):
+    """Where one subscription is in its life."""
+
+    STARTING = "starting"
+    """Looking the task up and subscribing to its live events."""
+    REPLAYING = "replaying"
+    LIVE = "live"
+    ENDED = "ended"
+
+
+# -- client messages -------------------------------------------------------------------
+
+
+class SubscribeIn(BaseModel):
+    type: Literal["subscribe"]
+    task_id: UUID
+    after: Annotated[StrictInt, Field(ge=0)] = 0
+    """Replay events with `seq` greater than this (the last `seq` the client has)."""
+
+
+class UnsubscribeIn(BaseModel):
+    type: Literal["unsubscribe"]
+    task_id: UUID
+
+
+class PingIn(BaseModel):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[SubscribeIn | UnsubscribeIn | PingIn, Field(discriminator="type")]
+_client_message: TypeAdapter[SubscribeIn | UnsubscribeIn | PingIn] = TypeAdapter(ClientMessage)
+
+
+def _parse_problem(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return "type must be one of: subscribe, unsubscribe, ping"
+    field = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    return f"{field}: {first['msg']}"
+
+
+# -- the outgoing queue -----------------------------------------------------------------
+
+
+class Outbox:
+    """Messages waiting for a connection's sender, bounded.
+
+    Events wait (with a deadline) for room below `capacity`; control messages may
+    use `slack` more, and beyond that the client is not reading at all.
+    """
+
+    def __init__(self, capacity: int, slack: int) -> None:
+        self._items: deque[tuple[str, str]] = deque()
+        self._capacity = capacity
+        self._hard_limit = capacity + slack
+        self._not_empty = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put_event(self, text: str, timeout: float) -> bool:
+        """Queue an event; False when no room came within `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self._items) >= self._capacity:
+                    self._has_room.clear()
+                    await self._has_room.wait()
+        except TimeoutError:
+            return False
+        self._push("event", text)
+        return True
+
+    def put_control(self, kind: str, message: dict[str, Any]) -> bool:
+        """Queue a control message; False when even the slack is used up."""
+        if len(self._items) >= self._hard_limit:
+            return False
+        self._push(kind, json.dumps(message))
+        return True
+
+    def _push(self, kind: str, text: str) -> None:
+        self._items.append((kind, text))
+        self._not_empty.set()
+
+    async def get(self) -> tuple[str, str]:
+        while not self._items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        item = self._items.popleft()
+        if len(self._items) < self._capacity:
+            self._has_room.set()
+        return item
+
+
+# -- one subscription -------------------------------------------------------------------
+
+
+class Lagged(Exception):
+    """The client did not make room for this subscription's next event in time."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    queue_size: int
+    lag_timeout_s: float
+    heartbeat_s: float
+    max_message_bytes: int
+    max_subscriptions: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            queue_size=settings.ws_queue_size,
+            lag_timeout_s=settings.ws_lag_timeout_s,
+            heartbeat_s=settings.ws_heartbeat_s,
+            max_message_bytes=settings.ws_max_message_bytes,
+            max_subscriptions=settings.ws_max_subscriptions,
+        )
+
+
+class TaskStream:
+    """One subscription of a connection: replays, then follows, one task's events."""
+
+    def __init__(self, connection: Connection, task_id: UUID, after: int) -> None:
+        self.connection = connection
+        self.task_id = task_id
+        self.after = after
+        self.last = after
+        """The last `seq` handed to the outbox (or skipped as another subtask's)."""
+        self.state = StreamState.STARTING
+        self.owner: UUID | None = None
+        self.root_id: UUID | None = None
+        self.subtask_id: UUID | None = None
+        """Set when the subscription is to a subtask: only its events are sent."""
+        self._live: deque[Event] = deque()
+        self._resync = False
+        self._wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"ws-stream-{self.task_id}")
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def on_live(self, events: list[Event]) -> None:
+        """Called by the hub for each published batch; never blocks."""
+        if len(self._live) + len(events) > LIVE_BUFFER:
+            # Too many waiting: forget them, the table has them all.
+            self._live.clear()
+            self._resync = True
+        else:
+            self._live.extend(events)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        connection = self.connection
+        try:
+            if not await self._authorize():
+                connection.not_found(self.task_id)
+                return
+            assert self.root_id is not None
+            listening = await connection.hub.listen(self.root_id, self.on_live)
+            try:
+                connection.control(
+                    "subscribed", {"task_id": str(self.task_id), "after": self.after}
+                )
+                self.state = StreamState.REPLAYING
+                await self._read_table()
+                self.state = StreamState.LIVE
+                await self._follow()
+            finally:
+                await listening.close()
+        except Lagged:
+            WS_DROPS.labels("lagged").inc()
+            log.info("websocket subscription lagged", task_id=str(self.task_id), last=self.last)
+            connection.control("lagged", {"task_id": str(self.task_id), "last_seq": self.last})
+        except DevTeamError as exc:
+            connection.error(exc.code, exc.message, self.task_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("websocket subscription failed", task_id=str(self.task_id))
+            connection.error(
+                ErrorCode.INTERNAL_ERROR, "the subscription failed; subscribe again", self.task_id
+            )
+        finally:
+            self.state = StreamState.ENDED
+            connection.forget(self)
+
+    async def _authorize(self) -> bool:
+        """Look the task up; False when it does not exist or the caller may not read it."""
+        async with self.connection.store.read() as tx:
+            task = await tx.tasks.get(self.task_id)
+            root = task
+            if task is not None and task.parent_id is not None:
+                root = await tx.tasks.get(task.root_id)
+        if task is None or root is None:
+            return False
+        self.owner = root.created_by
+        self.root_id = root.id
+        self.subtask_id = task.id if task.parent_id is not None else None
+        return self.connection.caller.can_on(self.owner, TASKS_READ)
+
+    async def _read_table(self, until: int | None = None) -> None:
+        """Send the table's events after `last` (up to `until`), page by page."""
+        assert self.root_id is not None
+        while True:
+            limit = REPLAY_PAGE if until is None else min(REPLAY_PAGE, until - self.last)
+            if limit <= 0:
+                return
+            async with self.connection.store.read() as tx:
+                page = await tx.events.list_after(self.root_id, self.last, limit)
+            for event in page:
+                await self._send(event)
+            if len(page) < limit:
+                return
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._resync:
+                self._resync = False
+                self._live.clear()
+                await self._read_table()
+                continue
+            while self._live:
+                event = self._live.popleft()
+                if event.seq <= self.last:
+                    continue  # already sent (replayed, or read from the table to fill a gap)
+                if event.seq > self.last + 1:
+                    await self._read_table(until=event.seq - 1)
+                if event.seq == self.last + 1:
+                    await self._send(event)
+                else:
+                    # The table did not have the missing events yet: read it again later.
+                    self._resync = True
+                    self._wake.set()
+                    break
+
+    async def _send(self, event: Event) -> None:
+        if self.subtask_id is None or event.subtask_id == self.subtask_id:
+            text = json.dumps(
+                {
+                    "type": "event",
+                    "task_id": str(self.task_id),
+                    "event": event.model_dump(mode="json"),
+                }
+            )
+            limits = self.connection.limits
+            if not await self.connection.outbox.put_event(text, limits.lag_timeout_s):
+                raise Lagged
+        self.last = event.seq
+
+
+# -- one connection ---------------------------------------------------------------------
+
+
+class Connection:
+    """One client: a receive loop, a sender, a heartbeat, and its subscriptions."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        caller: Principal,
+        token: str,
+        *,
+        store: Store,
+        security: Security,
+        hub: EventHub,
+        limits: Limits,
+    ) -> None:
+        self.websocket = websocket
+        self.caller = caller
+        self.token = token
+        self.store = store
+        self.security = security
+        self.hub = hub
+        self.limits = limits
+        self.outbox = Outbox(limits.queue_size, 2 * limits.max_subscriptions + CONTROL_SLACK)
+        self.streams: dict[UUID, TaskStream] = {}
+        self.close_code = CloseCode.NORMAL
+        self.close_reason = ""
+        self._closing = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    # -- outgoing --------------------------------------------------------------------
+
+    def control(self, kind: str, fields: dict[str, Any]) -> None:
+        """Queue a control message; a client that reads nothing at all is disconnected."""
+        if not self.outbox.put_control(kind, {"type": kind, **fields}):
+            self.overflowed()
+
+    def error(self, code: str, message: str, task_id: UUID | None = None) -> None:
+        fields: dict[str, Any] = {"code": str(code), "message": message}
+        if task_id is not None:
+            fields["task_id"] = str(task_id)
+        self.control("error", fields)
+
+    def not_found(self, task_id: UUID) -> None:
+        self.error(ErrorCode.NOT_FOUND, f"task {task_id} not found", task_id)
+
+    def overflowed(self) -> None:
+        if not self._closing.is_set():
+            WS_DROPS.labels("overflow").inc()
+            log.info("websocket client reads nothing; closing", user=self.caller.username)
+            self.close(CloseCode.POLICY_VIOLATION, "too many messages waiting to be read")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self._closing.is_set():
+            self.close_code, self.close_reason = code, reason
+            self._closing.set()
+
+    def forget(self, stream: TaskStream) -> None:
+        if self.streams.get(stream.task_id) is stream:
+            del self.streams[stream.task_id]
+
+    # -- loops -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until the client leaves or the server closes it."""
+        loops = [
+            asyncio.create_task(self._receive_loop(), name="ws-receive"),
+            asyncio.create_task(self._send_loop(), name="ws-send"),
+            asyncio.create_task(self._heartbeat_loop(), name="ws-heartbeat"),
+            asyncio.create_task(self._closing.wait(), name="ws-closing"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for loop in done:
+                if not loop.cancelled() and (error := loop.exception()) is not None:
+                    log.error("websocket connection failed", exc_info=error)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*(s.stop() for s in list(self.streams.values())))
+            self.streams.clear()
+            if self._closing.is_set():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self.websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT_S
+                    )
+            self.finished.set()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
+            if size > self.limits.max_message_bytes:
+                WS_DROPS.labels("too_big").inc()
+                self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            if text is None:
+                WS_MESSAGES.labels("in", "invalid").inc()
+                self.error(ErrorCode.BAD_REQUEST, "send JSON text messages")
+                continue
+            await self._handle(text)
+
+    async def _handle(self, text: str) -> None:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            WS_MESSAGES.labels("in", "invalid").inc()
+            self.error(ErrorCode.BAD_REQUEST, "the message is not JSON")
+            return
+        if not isinstance(payload, dict):
+            WS_MESSAGES.labels("in", "invalid").inc()
+            self.error(ErrorCode.BAD_REQUEST, 'a message is a JSON object: {"type": ...}')
+            return
+        try:
+            message = _client_message.validate_python(payload)
+        except ValidationError as exc:
+            WS_MESSAGES.labels("in", "invalid").inc()
+            self.error(ErrorCode.BAD_REQUEST, _parse_problem(exc), _task_id_of(payload))
+            return
+        WS_MESSAGES.labels("in", message.type).inc()
+        if isinstance(message, PingIn):
+            self.control("pong", {})
+        elif isinstance(message, SubscribeIn):
+            await self._subscribe(message)
+        else:
+            await self._unsubscribe(message.task_id)
+
+    async def _subscribe(self, message: SubscribeIn) -> None:
+        previous = self.streams.get(message.task_id)
+        if previous is not None:
+            # Subscribing again restarts the stream from the new `after`.
+            await previous.stop()
+        elif len(self.streams) >= self.limits.max_subscriptions:
+            self.error(
+                ErrorCode.BAD_REQUEST,
+                f"at most {self.limits.max_subscriptions} subscriptions per connection",
+                message.task_id,
+            )
+            return
+        stream = TaskStream(self, message.task_id, message.after)
+        self.streams[message.task_id] = stream
+        stream.start()
+
+    async def _unsubscribe(self, task_id: UUID) -> None:
+        # Idempotent: a subscription that already ended (lagged, say) is confirmed too.
+        stream = self.streams.pop(task_id, None)
+        if stream is not None:
+            await stream.stop()
+        self.control("unsubscribed", {"task_id": str(task_id)})
+
+    async def _send_loop(self) -> None:
+        while True:
+            kind, text = await self.outbox.get()
+            try:
+                await self.websocket.send_text(text)
+            except Exception:
+                return  # the client is gone; the receive loop sees it too
+            WS_MESSAGES.labels("out", kind).inc()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.heartbeat_s)
+            try:
+                self.caller = await self.security.authenticate(self.token)
+            except Unauthorized as exc:
+                WS_DROPS.labels("unauthorized").inc()
+                self.close(CloseCode.UNAUTHORIZED, exc.message[:100])
+                return
+            for stream in list(self.streams.values()):
+                if stream.owner is not None and not self.caller.can_on(stream.owner, TASKS_READ):
+                    await stream.stop()
+                    self.forget(stream)
+                    self.not_found(stream.task_id)
+            self.control("heartbeat", {})
+
+
+def _task_id_of(payload: Any) -> UUID | None:
+    if isinstance(payload, dict):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return UUID(payload.get("task_id"))
+    return None
+
+
+# -- the route --------------------------------------------------------------------------
+
+
+class Connections:
+    """The connections of this process, so shutdown can end them before the store closes.
+
+    (uvicorn ends its WebSocket connections before the lifespan shutdown; other
+    servers may not.)
+    """
+
+    def __init__(self) -> None:
+        self._open: set[Connection] = set()
+        self.closed = False
+
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self.closed = True
+        open_now = list(self._open)
+        for connection in open_now:
+            connection.close(CloseCode.SERVICE_RESTART, "the server is shutting down")
+        if open_now:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(c.finished.wait() for c in open_now)), timeout
+                )
+
+
+@router.websocket(PATH)
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    hub: EventHub = websocket.app.state.hub
+    connections: Connections = websocket.app.state.ws_connections
+    # Accept first: a close before the handshake completes reaches a client as HTTP 403,
+    # and the contract promises the close code 4401 for a bad token.
+    await websocket.accept()
+    if connections.closed:
+        await websocket.close(CloseCode.SERVICE_RESTART, "shutting down")
+        return
+    security = services.security
+    if security is None:  # a worker's endpoint serves no WebSocket
+        await websocket.close(CloseCode.SERVICE_RESTART, "this process serves no API")
+        return
+    try:
+        caller = await authenticate_websocket(websocket, security)
+    except Unauthorized as exc:
+        await websocket.close(CloseCode.UNAUTHORIZED, exc.message[:100])
+        return
+    except RateLimited:
+        await websocket.close(CloseCode.RATE_LIMITED, "too many connections")
+        return
+    token = bearer_token(websocket.headers, websocket.query_params)
+    assert token is not None
+    connection = Connection(
+        websocket,
+        caller,
+        token,
+        store=services.store,
+        security=security,
+        hub=hub,
+        limits=Limits.of(services.settings),
+    )
+    connections.add(connection)
+    WS_CONNECTIONS.inc()
+    try:
+        await connection.run()
+    finally:
+        WS_CONNECTIONS.dec()
+        connections.discard(connection)
