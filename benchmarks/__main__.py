@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import case_concurrency, case_orchestration
+from benchmarks import case_concurrency, case_orchestration, case_recovery
 from benchmarks.common import Backend, Result, environment, print_table
 from devteam.observability.logging import configure_logging
 
 CASES: dict[str, Any] = {
     "b": case_orchestration,
     "c": case_concurrency,
+    "e": case_recovery,
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -37,3 +37,8 @@ def instant_agents() -> dict[AgentType, InstantAgent]:
 
 def sleeping_agents(seconds: float) -> dict[AgentType, InstantAgent]:
     return {t: SleepingAgent(t, seconds) for t in AgentType}
+
+
+def waiting_agents() -> dict[AgentType, InstantAgent]:
+    """Agents that stay busy for an hour: for a worker killed with work in its hands."""
+    return sleeping_agents(3600)

@@ -30,7 +30,7 @@ def rules(global_limit: int) -> TeamLeaderConfig:
     return TeamLeaderConfig.model_validate(
         {
             "concurrency": {"global": global_limit, "per_user": global_limit},
-            "complexity": {"budget_per_root": 25, "max_per_task": 5},
+            "complexity": {"budget_per_root": 100, "max_per_task": 5},
         }
     )
 

@@ -62,6 +62,13 @@ def load_agents(spec: str) -> Any:
         fail(f"--agents {spec}: {type(exc).__name__}: {exc}")
 
 
+AGENTS_OPTION = typer.Option(
+    hidden=True,
+    help="Development: take the agents from MODULE:FACTORY (a callable returning "
+    "{agent type: agent}) instead of the built-in ones.",
+)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
@@ -78,14 +85,7 @@ def serve(
             "--no-executors serves the API only, for deployments with `devteam worker`.",
         ),
     ] = True,
-    agents: Annotated[
-        str | None,
-        typer.Option(
-            hidden=True,
-            help="Development: take the agents from MODULE:FACTORY (a callable returning "
-            "{agent type: agent}) instead of the built-in ones.",
-        ),
-    ] = None,
+    agents: Annotated[str | None, AGENTS_OPTION] = None,
 ) -> None:
     """Start the API (embedded defaults: SQLite and the in-process broker)."""
     import uvicorn
@@ -121,6 +121,7 @@ def worker(
     port: Annotated[
         int, typer.Option(help="Port of the health and metrics endpoint (0: none).")
     ] = 9101,
+    agents: Annotated[str | None, AGENTS_OPTION] = None,
 ) -> None:
     """Run agent work only (no API), on Postgres and Redis next to `serve --no-executors`.
 
@@ -134,7 +135,8 @@ def worker(
         fail("a worker needs DEVTEAM_REDIS_URL: the API hands it work through Redis")
     from devteam.worker import run_worker
 
-    asyncio.run(run_worker(settings, config, port))
+    team = load_agents(agents) if agents else None
+    asyncio.run(run_worker(settings, config, port, agents=team))
 
 
 @app.command()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import uvicorn
 
 from devteam.app import create_worker_app
+from devteam.domain.agents import Agent
+from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
 from devteam.services import open_services
 from devteam.settings import AppConfig, Settings
@@ -29,13 +31,21 @@ class _EndpointServer(uvicorn.Server):
         yield
 
 
-async def run_worker(settings: Settings, config: AppConfig, port: int) -> None:
+async def run_worker(
+    settings: Settings,
+    config: AppConfig,
+    port: int,
+    *,
+    agents: Mapping[AgentType, Agent] | None = None,
+) -> None:
     """Run agent work until SIGTERM/SIGINT; then stop taking work and hand back the rest."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_services(settings, config, executors=True, api=False) as services:
+    async with open_services(
+        settings, config, executors=True, api=False, agents=agents
+    ) as services:
         server: _EndpointServer | None = None
         serving: asyncio.Task[None] | None = None
         if port:

@@ -21,9 +21,9 @@ import pytest
 
 from devteam.domain.enums import AgentType, Role
 from tests.auth import PASSWORD, add_user, security_config
-from tests.e2e.test_serve import clean_env
 from tests.fakes.agents import ScriptBook, Step
 from tests.live import LiveServer
+from tests.processes import clean_env
 
 pytestmark = pytest.mark.slow
 

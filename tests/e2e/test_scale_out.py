@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +24,9 @@ from devteam.security.passwords import Passwords
 from devteam.storage import Database, Store
 from tests import servers
 from tests.auth import FAST_PASSWORDS, JWT_SECRET, PASSWORD
-from tests.e2e.test_serve import REPO, clean_env, devteam, free_port
 from tests.fakes.served_agents import SCRIPT_VARIABLE
 from tests.live import events_until_end, receive, send
+from tests.processes import Process, clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -51,47 +47,6 @@ SCRIPT = {
 }
 
 
-class Process:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.log = log
-        self.output = log.open("wb")
-        self.handle = subprocess.Popen(
-            devteam("serve", "--port", str(self.port), *args),
-            cwd=REPO,
-            env=env,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.handle.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # a subprocess offers no readiness event to await
-        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.handle.send_signal(signal.SIGTERM)
-        try:
-            self.handle.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.handle.kill()
-            self.handle.wait()
-        finally:
-            self.output.close()
-
-
 @pytest.fixture
 def pair(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str
@@ -107,20 +62,22 @@ def pair(
         DEVTEAM_WORKSPACES_ROOT=str(tmp_path / "workspaces"),
         DEVTEAM_LOG_LEVEL="WARNING",
         DEVTEAM_SHUTDOWN_GRACE_S="2",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
     env[SCRIPT_VARIABLE] = json.dumps(SCRIPT)
     worker = Process(
-        "worker", ["--agents", "tests.fakes.served_agents:agents"], env, tmp_path / "w.log"
+        "worker", ["serve", "--agents", "tests.fakes.served_agents:agents"], env, tmp_path / "w.log"
     )
-    api = Process("api", ["--no-executors"], env, tmp_path / "a.log")
+    api = Process("api", ["serve", "--no-executors"], env, tmp_path / "a.log")
     try:
         worker.wait_ready()
         api.wait_ready()
         yield worker, api
     finally:
-        api.stop()
-        worker.stop()
+        for process in (api, worker):
+            try:
+                process.terminate()
+            finally:
+                process.close()
 
 
 async def create_user(url: str, username: str) -> None:

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.processes import clean_env, devteam, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVTEAM_")}
-    env["DEVTEAM_CONFIG_DIR"] = str(REPO / "config")
-    env.update(extra)
-    return env
-
-
-def devteam(*args: str) -> list[str]:
-    return [sys.executable, "-m", "devteam", *args]
 
 
 def test_serve_answers_ready_and_creates_its_database(tmp_path: Path) -> None:
@@ -45,7 +25,7 @@ def test_serve_answers_ready_and_creates_its_database(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # start-up on a busy machine
         response = None
         while time.monotonic() < deadline:
             try:

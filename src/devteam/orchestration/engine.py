@@ -234,6 +234,13 @@ class Engine:
             ctx.decision = Decision.REJECT
             ctx.decision_reason = f"stale: the task is at attempt {task.attempt}"
             return ctx
+        if request.expect_lease_owner is not None and (
+            request.expect_lease_owner != task.lease_owner or task.status != request.expect_status
+        ):
+            # Taken over already (by another sweeper or worker): not again.
+            ctx.decision = Decision.REJECT
+            ctx.decision_reason = "stale: the lease changed hands"
+            return ctx
         await self._before(ctx)
         if ctx.decision == Decision.DELAY:
             self._forget_repeated_delay(ctx)

@@ -39,9 +39,19 @@ async def end_lost_attempt(engine: Engine, task: Task) -> TransitionResult:
         "message": f"the worker {task.lease_owner} stopped renewing its lease",
     }
     target = {S.PLANNING: S.PENDING, S.CANCELLING: S.CANCELLED}.get(task.status, S.FAILED)
-    return await engine.transition(
-        task.id, target, root_id=task.root_id, reason="lease expired", error=error
+    # The sweepers of every process and a worker given the dead one's message may all
+    # find the same expired lease: only the first take-over counts.
+    request = TransitionRequest(
+        task.id,
+        target,
+        reason="lease expired",
+        updates={"error": error},
+        expect_attempt=task.attempt,
+        expect_lease_owner=task.lease_owner,
+        expect_status=task.status,
     )
+    (result,) = await engine.transition_many([request], root_ids=[task.root_id])
+    return result
 
 
 def _timeout(message: str) -> dict[str, Any]:

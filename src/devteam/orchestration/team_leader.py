@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -204,7 +206,8 @@ class TeamLeader:
                 config=self.config,
                 clock=self.clock,
                 concurrency=limit,
-                name=f"executor{index}",
+                # Who holds a lease, for operators: host, process and executor.
+                name=f"{socket.gethostname()}:{os.getpid()}/executor{index}",
             )
             self.executors.append(executor)
             self._background.append(asyncio.create_task(executor.run(), name=executor.owner))

@@ -19,6 +19,7 @@ from devteam.domain.enums import AgentType, Phase, Role, TaskStatus
 from devteam.domain.events import EventType
 from devteam.domain.tasks import Budget, Usage
 from devteam.orchestration.policy import default_policy
+from devteam.orchestration.recovery import end_lost_attempt
 from devteam.orchestration.rules.base import Decision, TaskRule
 from devteam.orchestration.rules.budgets import AddUsageToParents, StopRootOverBudget
 from devteam.orchestration.rules.instrumentation import (
@@ -402,3 +403,23 @@ async def test_a_rewrite_is_recorded_with_its_reason(env: EngineEnv) -> None:
     assert retrying.type == EventType.TASK_RETRYING
     assert retrying.data["error"] == {"code": "timeout", "message": "slow"}
     assert retrying.data["retry_in_s"] == 1.0
+
+
+async def test_an_expired_lease_is_taken_over_once(env: EngineEnv) -> None:
+    """Sweepers of several processes (and a worker handed the dead one's message)
+    may all find the same expired lease; only the first take-over counts."""
+    root, (child,) = await env.tree(
+        {"status": S.DELEGATED}, {"key": "work", "status": S.IN_PROGRESS, **lease(env, -1)}
+    )
+    first = await end_lost_attempt(env.engine, child)
+    again = await end_lost_attempt(env.engine, child)  # the same stale snapshot
+    assert first.accepted and first.task.status == S.DELEGATED and first.task.attempt == 2
+    assert not again.accepted
+    # Running again elsewhere, under a new lease: a stale take-over leaves it alone.
+    taken = {**lease(env), "lease_owner": "w2"}
+    running = (await env.move(first.task, S.IN_PROGRESS, **taken)).task
+    late = await end_lost_attempt(env.engine, child)
+    assert not late.accepted
+    assert (await env.get(running)).lease_owner == "w2"
+    retries = [e for e in await env.events(root) if e.type == EventType.TASK_RETRYING]
+    assert len(retries) == 1

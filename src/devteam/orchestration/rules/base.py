@@ -58,6 +58,9 @@ class TransitionRequest:
     """Extra data for the status event."""
     expect_attempt: int | None = None
     """Only if the task is still at this attempt (a work item for an older one is stale)."""
+    expect_lease_owner: str | None = None
+    """Only if this owner still holds the lease, in `expect_status` (a take-over happens once)."""
+    expect_status: TaskStatus | None = None
     events_before: list[NewEvent] = field(default_factory=list)
     """Events to record just before this transition's own (e.g. `task.planned`)."""
 
