@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 PROMETHEUS_HOST_CONFIG = MONITORING / "prometheus" / "prometheus.host.yml"
+SHIPPED_CONFIGS = [PROMETHEUS_CONFIG, PROMETHEUS_HOST_CONFIG]
 ALERT_RULES = MONITORING / "prometheus" / "alerts.yml"
 ALERT_TESTS = MONITORING / "prometheus" / "alerts.test.yml"
 DASHBOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
@@ -54,9 +55,7 @@ def binaries_missing() -> str | None:
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["promtool", *map(str, args)], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run(["promtool", *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
 # -- dashboards ----------------------------------------------------------------------
@@ -216,9 +215,9 @@ class Prometheus:
         assert body.get("status") == "success", f"{path} {params}: {body}"
         return body["data"]
 
-    def query(self, expr: str, **params: Any) -> dict[str, Any]:
+    def query(self, expr: str) -> dict[str, Any]:
         """The answer to an instant query, whatever its status (for checking errors)."""
-        body: dict[str, Any] = self.client.get("/api/v1/query", params={"query": expr, **params}).json()
+        body: dict[str, Any] = self.client.get("/api/v1/query", params={"query": expr}).json()
         return body
 
     def query_range(self, expr: str, start: float, end: float, step: str = "1s") -> dict[str, Any]:

@@ -21,9 +21,7 @@ every alert expression must parse, evaluate, and load as a healthy rule.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -51,13 +49,7 @@ from tests.fakes.llm import FakeLLM, HttpError, call, calls, output, server_erro
 from tests.live import events_until_end, receive, send
 from tests.sample_project import make_project
 
-pytestmark = [
-    pytest.mark.prometheus,
-    pytest.mark.slow,
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.timeout(150),
-]
+pytestmark = pytest.mark.prometheus
 
 FAKE_MODEL = "openai-chat:fake-model"
 METRICS_TOKEN = "metrics-token-for-the-test"
@@ -234,15 +226,15 @@ def deployment(
     api = Process("api", ["serve", "--no-executors"], env, tmp_path)
     worker = Process("worker", ["worker"], env, tmp_path)
     started: list[Process] = [api, worker]
+    config = prometheus.pointed_at(
+        {"devteam-api": [api.target], "devteam-worker": [worker.target]},
+        credentials_file=token_file,
+        rule_files=[prometheus.ALERT_RULES],
+    )
     try:
-        api.wait_ready()
-        worker.wait_ready()
-        config = prometheus.pointed_at(
-            {"devteam-api": [api.target], "devteam-worker": [worker.target]},
-            credentials_file=token_file,
-            rule_files=[prometheus.ALERT_RULES],
-        )
         with prometheus.running_prometheus(config, tmp_path / "prometheus", free_port()) as prom:
+            api.wait_ready()
+            worker.wait_ready()
             yield Deployment(api, worker, prom, fake_llm, postgres_url)
     finally:
         for process in reversed(started):
@@ -323,7 +315,7 @@ async def run_round(deployment: Deployment, http: httpx.AsyncClient, token: str)
     assert (await http.get("/api/v1/mcp/servers")).status_code == 200
 
     # A session that ends while its WebSocket is open: the next heartbeat closes it (4401).
-    other = (await http.post("/api/v1/auth/token", data={"username": "bob", "password": PASSWORD}))
+    other = await http.post("/api/v1/auth/token", data={"username": "bob", "password": PASSWORD})
     assert other.status_code == 200, other.text
     other_token = other.json()["access_token"]
     async with websocket(port, other_token) as socket:
@@ -351,6 +343,37 @@ def finite_values(answer: dict[str, Any]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
+@pytest.mark.parametrize("shipped", prometheus.SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_promtool_accepts_the_config(shipped: Path, tmp_path: Path) -> None:
+    # The token file is the container's; the rest is checked as shipped, rules included.
+    token = tmp_path / "metrics_token"
+    token.write_text("")
+    config = yaml.safe_load(shipped.read_text())
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(prometheus.ALERT_RULES, tmp_path / "alerts.yml")
+    checked = prometheus.promtool("check", "config", tmp_path / "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    checked = prometheus.promtool("check", "rules", prometheus.ALERT_RULES)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(prometheus.alert_rules())} rules found" in checked.stdout
+
+
+def test_the_alert_rules_pass_their_unit_tests() -> None:
+    tested = prometheus.promtool("test", "rules", prometheus.ALERT_TESTS)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(150)
 async def test_dashboards_and_alerts_on_a_real_prometheus(deployment: Deployment) -> None:
     prom = deployment.prometheus
     await create_user(deployment.database_url, "ada", Role.OPERATOR)
