@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from tests.prometheus import MONITORING
 
@@ -254,3 +255,13 @@ async def test_the_image_health_check_passes_on_a_live_service_and_fails_without
     async with make_live_server() as server:
         assert await check(server.port) == 0
     assert await check(server.port) != 0
+
+
+def test_serve_runs_one_process_so_its_metrics_are_the_whole_truth() -> None:
+    """No --workers: several uvicorn workers would each serve only their own metrics."""
+    from devteam.cli import app
+
+    helped = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert helped.exit_code == 0, helped.output
+    assert "--port" in helped.output
+    assert "--workers" not in helped.output
