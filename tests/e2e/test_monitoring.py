@@ -7,11 +7,12 @@ real agents reaching a fake OpenAI-compatible LLM and the real MCP servers
 runs the shipped `prometheus.yml` (its jobs, paths and bearer token; only the
 targets point at loopback) with the shipped alert rules.
 
-A small workload then exercises what the dashboards show: logins (one refused
+A small workload then exercises what the dashboards show: logins (some refused
 by the rate limit), tasks over REST and WebSocket, a plan with a dependency, an
 LLM error retried, an attempt failed and retried, MCP tool calls (one a tool
-error), a task stopped by its token budget, an oversize WebSocket message. It
-runs twice, with a scrape in between, so counters move and rates are real.
+error), a task stopped by its token budget, a WebSocket whose session ends (the
+server drops it at its next heartbeat). It runs twice, with a scrape in between,
+so counters move and rates are real.
 
 Then every panel query of every dashboard must parse and return data (at least
 one finite value over the run), every metric it reads must be exported, and
@@ -29,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +328,9 @@ async def run_round(deployment: Deployment, http: httpx.AsyncClient, token: str)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await receive(socket, timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    # The LLM's script was followed to the end: the retries happened as planned.
+    assert deployment.llm.remaining("Research agent") == 0
+    assert deployment.llm.remaining("Codebase analyzer") == 0
 
 
 async def scraped_after(prom: prometheus.Prometheus, moment: float, jobs: int = 2) -> None:
@@ -336,6 +341,19 @@ async def scraped_after(prom: prometheus.Prometheus, moment: float, jobs: int = 
             if len(result["result"]) == jobs:
                 return
             await asyncio.sleep(0.2)  # Prometheus offers no scrape event to await
+
+
+async def rules_after(prom: prometheus.Prometheus, moment: float) -> dict[str, Any]:
+    """The alerting rules by name, once every one was evaluated after `moment`."""
+    async with asyncio.timeout(30):
+        while True:
+            rules = {r["name"]: r for g in prom.api("rules")["groups"] for r in g["rules"]}
+            evaluated = [
+                datetime.fromisoformat(r["lastEvaluation"]).timestamp() for r in rules.values()
+            ]
+            if evaluated and min(evaluated) > moment:
+                return rules
+            await asyncio.sleep(0.2)  # Prometheus offers no evaluation event to await
 
 
 def finite_values(answer: dict[str, Any]) -> list[float]:
@@ -418,12 +436,18 @@ async def test_dashboards_and_alerts_on_a_real_prometheus(deployment: Deployment
             problems.append(f"{query.id}: no data for {expr}")
     assert not problems, "\n".join(problems)
 
+    # The panels read the provisioned datasource.
+    uid = yaml.safe_load((prometheus.DATASOURCES / "prometheus.yml").read_text())
+    expected = {"type": "prometheus", "uid": uid["datasources"][0]["uid"]}
+    for path in prometheus.DASHBOARDS:
+        for panel in prometheus.panels(prometheus.load_dashboard(path)):
+            assert panel["type"] == "row" or panel["datasource"] == expected, panel["title"]
+
     # Every alert expression parses and evaluates; every rule loaded and evaluates cleanly.
     for rule in prometheus.alert_rules():
         answer = prom.query(rule["expr"])
         assert answer.get("status") == "success", (rule["alert"], answer)
-    groups = prom.api("rules")["groups"]
-    loaded = {r["name"]: r for g in groups for r in g["rules"]}
+    loaded = await rules_after(prom, ended)
     assert set(loaded) == {r["alert"] for r in prometheus.alert_rules()}
     assert all(r["health"] == "ok" for r in loaded.values()), loaded
     # The workload stopped tasks by their budget: that alert (no `for`) fires.
