@@ -18,7 +18,7 @@ from devteam.observability.logging import configure_logging
 from devteam.settings import Settings
 from devteam.storage import Database, Store
 from devteam.storage.migrate import upgrade
-from tests import servers
+from tests import prometheus, servers
 from tests.fakes.llm import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +32,12 @@ BROKER_BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `prometheus` need its binaries: skip without them, or fail in CI."""
+    if item.get_closest_marker("prometheus") and (reason := prometheus.binaries_missing()):
+        servers.unavailable(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)

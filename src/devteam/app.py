@@ -145,6 +145,7 @@ def create_app(
 
 def create_worker_app(services: Services) -> FastAPI:
     """What a worker serves: its health and its metrics (for probes and Prometheus)."""
+    BUILD_INFO.info({"version": __version__})
     app = FastAPI(
         title="DevTeam worker",
         version=__version__,

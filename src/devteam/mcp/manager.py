@@ -60,7 +60,7 @@ from devteam.mcp.registry import McpRegistry, ServerSpec
 from devteam.mcp.retry import RetryingCaller
 from devteam.mcp.throttle import RateLimit, ThrottledCaller
 from devteam.observability.logging import get_logger
-from devteam.observability.metrics import MCP_CIRCUIT_STATE
+from devteam.observability.metrics import MCP_CIRCUIT_STATE, MCP_RETRIES
 from devteam.settings.mcp_servers import McpServersConfig
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ class McpManager:
         self._closed = False
         for spec in self.registry:
             MCP_CIRCUIT_STATE.labels(server=spec.name).set(CircuitState.CLOSED.gauge_value)
+            # Exported at 0 from the start, so a dashboard shows "no retries", not "no data".
+            MCP_RETRIES.labels(server=spec.name)
 
     # -- calls -------------------------------------------------------------
 
