@@ -15,7 +15,7 @@ from benchmarks.common import Environment, Result, Timer, median
 from benchmarks.leader import children_of, failed, running_leader, submit_roots, wait_finished
 
 SUBTASKS = 1000
-PER_ROOT = 4
+PER_ROOT = 50
 SLEEP = 1.0
 
 

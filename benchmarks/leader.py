@@ -81,7 +81,9 @@ def flat_plan(subtasks: int) -> list[dict[str, Any]]:
 
 async def submit_roots(bench: Bench, roots: int, subtasks: int) -> list[Task]:
     request = TaskRequest(
-        task="A benchmark task with a flat plan", complexity=subtasks, subtasks=flat_plan(subtasks)
+        task="A benchmark task with a flat plan",
+        complexity=min(subtasks, 10),
+        subtasks=flat_plan(subtasks),
     )
     submitted = await asyncio.gather(
         *(bench.leader.submit(request, bench.user) for _ in range(roots))

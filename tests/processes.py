@@ -38,14 +38,16 @@ def devteam(*args: str) -> list[str]:
 class Process:
     """One `devteam serve|worker` process; its output goes to `log`."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log = log
         self.output = log.open("wb")
         self.handle = subprocess.Popen(
             devteam(*args, "--port", str(self.port)),
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=self.output,
             stderr=subprocess.STDOUT,
@@ -54,6 +56,11 @@ class Process:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def target(self) -> str:
+        """host:port, as Prometheus names a scrape target."""
+        return f"127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -88,3 +95,11 @@ class Process:
             self.handle.kill()
             self.handle.wait()
         self.output.close()
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL if ignored), then release the log."""
+        try:
+            if self.handle.poll() is None:
+                self.terminate()
+        finally:
+            self.close()

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -46,9 +44,9 @@ from devteam.security.passwords import Passwords
 from devteam.storage import Database, Store
 from tests import prometheus, servers
 from tests.auth import FAST_PASSWORDS, JWT_SECRET, PASSWORD
-from tests.e2e.test_serve import REPO, clean_env, devteam, free_port
 from tests.fakes.llm import FakeLLM, HttpError, call, calls, output, server_error
 from tests.live import events_until_end, receive, send
+from tests.processes import REPO, Process, clean_env, free_port
 from tests.sample_project import make_project
 
 pytestmark = pytest.mark.prometheus
@@ -141,53 +139,6 @@ def write_config(target: Path) -> Path:
     return target
 
 
-class Process:
-    """A `devteam` command running until `stop()`, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], workdir: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.log = workdir / f"{name}.log"
-        self._output = self.log.open("wb")
-        self.handle = subprocess.Popen(
-            devteam(*args, "--port", str(self.port)),
-            cwd=workdir,
-            env=env,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.handle.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # a subprocess offers no readiness event to await
-        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.handle.send_signal(signal.SIGTERM)
-        try:
-            self.handle.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.handle.kill()
-            self.handle.wait()
-        finally:
-            self._output.close()
-
-
 @dataclass
 class Deployment:
     api: Process
@@ -225,8 +176,8 @@ def deployment(
     )
     token_file = tmp_path / "metrics_token"
     token_file.write_text(METRICS_TOKEN)
-    api = Process("api", ["serve", "--no-executors"], env, tmp_path)
-    worker = Process("worker", ["worker"], env, tmp_path)
+    api = Process("api", ["serve", "--no-executors"], env, tmp_path / "api.log", cwd=tmp_path)
+    worker = Process("worker", ["worker"], env, tmp_path / "worker.log", cwd=tmp_path)
     started: list[Process] = [api, worker]
     config = prometheus.pointed_at(
         {"devteam-api": [api.target], "devteam-worker": [worker.target]},

@@ -74,10 +74,7 @@ def pair(
         yield worker, api
     finally:
         for process in (api, worker):
-            try:
-                process.terminate()
-            finally:
-                process.close()
+            process.stop()
 
 
 async def create_user(url: str, username: str) -> None:

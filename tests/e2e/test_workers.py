@@ -124,11 +124,7 @@ def cluster(
         yield cluster
     finally:
         for process in cluster.processes():
-            try:
-                if process.handle.poll() is None:
-                    process.terminate()
-            finally:
-                process.close()
+            process.stop()
 
 
 async def submit_roots(cluster: Cluster, roots: int) -> list[str]:

@@ -81,12 +81,16 @@ class Tree:
         if len(roots) != 1:
             raise ValueError("a tree has exactly one root")
         self.root = roots[0]
+        self._children: dict[UUID, list[UUID]] | None = None
+        """Parent id -> its children's ids in creation order; built on first use."""
 
     def get(self, task_id: UUID) -> Task:
         return self.tasks[task_id]
 
     def put(self, task: Task) -> None:
         """Change a task; the change is written when the transaction ends."""
+        if task.id not in self.tasks:
+            self._children = None
         self.tasks[task.id] = task
         if task.parent_id is None:
             self.root = task
@@ -108,16 +112,23 @@ class Tree:
         self.stored = dict(self.tasks)
 
     def children(self, parent_id: UUID) -> list[Task]:
-        return sorted(
-            (t for t in self.tasks.values() if t.parent_id == parent_id),
-            key=lambda t: (t.created_at, t.key or ""),
-        )
+        return [self.tasks[i] for i in self._index().get(parent_id, ())]
+
+    def _index(self) -> dict[UUID, list[UUID]]:
+        # A task's parent and creation time never change: only a new task resets this.
+        if self._children is None:
+            index: dict[UUID, list[UUID]] = {}
+            for t in sorted(self.tasks.values(), key=lambda t: (t.created_at, t.key or "")):
+                if t.parent_id is not None:
+                    index.setdefault(t.parent_id, []).append(t.id)
+            self._children = index
+        return self._children
 
     def parent(self, task: Task) -> Task | None:
         return self.tasks.get(task.parent_id) if task.parent_id else None
 
     def has_children(self, task_id: UUID) -> bool:
-        return any(t.parent_id == task_id for t in self.tasks.values())
+        return bool(self._index().get(task_id))
 
 
 AfterCommit = Callable[[], Awaitable[None] | None]
