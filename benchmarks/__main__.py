@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import case_concurrency, case_orchestration, case_submission
+from benchmarks import case_concurrency, case_fanout, case_orchestration, case_submission
 from benchmarks.common import Backend, Result, environment, print_table
 from devteam.observability.logging import configure_logging
 
@@ -20,6 +20,7 @@ CASES: dict[str, Any] = {
     "a": case_submission,
     "b": case_orchestration,
     "c": case_concurrency,
+    "d": case_fanout,
 }
 RESULTS = Path(__file__).parent / "results"
 
