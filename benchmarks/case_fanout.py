@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from benchmarks.common import Environment, Result, median, percentile
 from benchmarks.servers import (
     REPO,
+    Server,
     create_user,
     devteam_serve,
     free_port,
@@ -116,6 +118,13 @@ class ClientGroup:
             latencies.frombytes((self.workdir / f"{self.name}-{i}.latencies").read_bytes())
         return Delivery.of(reports, latencies)
 
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.processes:
+            times = psutil.Process(process.pid).cpu_times()
+            total += times.user + times.system
+        return total
+
     async def stop(self) -> None:
         for process in self.processes:
             if process.returncode is None and process.stdin is not None:
@@ -152,6 +161,10 @@ class Delivery:
     lagged_connections: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float = 0.0
+    """CPU time the server process used in the phase."""
+    client_cpu_s: float = 0.0
+    """CPU time the client processes used in the phase."""
 
     @classmethod
     def of(cls, reports: list[dict[str, Any]], latencies: array[float]) -> Delivery:
@@ -177,6 +190,10 @@ class Delivery:
     def rate(self) -> float:
         return self.progress / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def server_us_per_message(self) -> float:
+        return self.server_cpu_s * 1e6 / max(1, self.progress)
+
     def problems(self, expected: int) -> str:
         found = []
         if self.finished < self.connections:
@@ -196,7 +213,8 @@ class Delivery:
 class Service:
     """Tasks on `devteam serve`, submitted and approved over the API."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, server: Server, http: httpx.AsyncClient) -> None:
+        self.server = server
         self.http = http
 
     async def prepare(self, events: int, rate: float | None) -> str:
@@ -228,7 +246,8 @@ class Service:
 class Floor:
     """Broadcasts of the minimal endpoint."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, server: Server, http: httpx.AsyncClient) -> None:
+        self.server = server
         self.http = http
 
     async def prepare(self, events: int, rate: float | None) -> str:
@@ -247,8 +266,11 @@ async def one_phase(
     timeout = 60 + (events / rate if rate else 0)
     task_id = await target.prepare(events, rate)
     await clients.subscribe(task_id, timeout)
+    server_cpu, client_cpu = target.server.cpu_seconds(), clients.cpu_seconds()
     await target.start(task_id, events, rate)
     delivery = await clients.done(timeout)
+    delivery.server_cpu_s = target.server.cpu_seconds() - server_cpu
+    delivery.client_cpu_s = clients.cpu_seconds() - client_cpu
     if delivery.progress == 0:
         raise RuntimeError(f"no event reached the {clients.name} subscribers")
     return delivery
@@ -305,8 +327,8 @@ async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list
             httpx.AsyncClient(base_url=floor.url, timeout=30) as floor_http,
         ):
             targets: dict[str, Service | Floor] = {
-                "service": Service(service_http),
-                "floor": Floor(floor_http),
+                "service": Service(service, service_http),
+                "floor": Floor(floor, floor_http),
             }
             try:
                 for group in groups.values():
@@ -387,5 +409,18 @@ def results(
             target=f"< {TARGET_P99_MS:.0f}",
             met=p99 < TARGET_P99_MS,
             rounds=p99s,
+        ),
+        Result(
+            name,
+            env.backend,
+            "server CPU per message, burst",
+            "us",
+            median([d.server_us_per_message for d in bursts["service"]]),
+            floor=median([d.server_us_per_message for d in bursts["floor"]]),
+            rounds=[d.server_us_per_message for d in bursts["service"]],
+            notes="client processes' CPU per burst (s): service "
+            + ", ".join(f"{d.client_cpu_s:.1f}" for d in bursts["service"])
+            + "; floor "
+            + ", ".join(f"{d.client_cpu_s:.1f}" for d in bursts["floor"]),
         ),
     ]
