@@ -23,7 +23,9 @@ The protocol is in API.md. How this server keeps its promises:
   query parameter; a bad token closes with 4401, too many connections with 4429)
   and again at each heartbeat: a token that expired, a session that ended or a
   user deactivated closes the connection with 4401, and a subscription the caller
-  may no longer read ends with a `not_found` error.
+  may no longer read ends with a `not_found` error. The first heartbeat of a
+  connection comes at a random point of the second half of the interval, so the
+  checks of many clients that connected together are spread out.
 
 Beyond API.md, the server also sends `{"type": "unsubscribed", "task_id"}` to
 confirm an unsubscribe (no event of that task follows it) and a periodic
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -567,10 +570,15 @@ class Connection:
             _sent(kind).inc()
 
     async def _heartbeat_loop(self) -> None:
+        # The first one comes after a random half to whole interval: clients that
+        # connected together (after a restart, say) are not all checked at once,
+        # and no token goes unchecked for longer than the interval.
+        delay = self.limits.heartbeat_s * random.uniform(0.5, 1.0)
         while True:
-            await asyncio.sleep(self.limits.heartbeat_s)
+            await asyncio.sleep(delay)
+            delay = self.limits.heartbeat_s
             try:
-                self.caller = await self.security.authenticate(self.token)
+                self.caller = await self.security.session_checks.authenticate(self.token)
             except Unauthorized as exc:
                 WS_DROPS.labels("unauthorized").inc()
                 self.close(CloseCode.UNAUTHORIZED, exc.message[:100])

@@ -88,6 +88,29 @@ class RefreshTokenRepository(Repository):
         row = (await self.conn.execute(query)).first()
         return User.model_validate(row._mapping) if row else None
 
+    async def session_users(
+        self, sessions: list[tuple[UUID, UUID]]
+    ) -> dict[tuple[UUID, UUID], User]:
+        """`session_user` for many (session, user) pairs in one query; only live ones answer."""
+        if not sessions:
+            return {}
+        query = (
+            sa.select(*PUBLIC_USER_COLUMNS, refresh_tokens.c.family_id)
+            .join(refresh_tokens, refresh_tokens.c.user_id == users.c.id)
+            .where(
+                sa.tuple_(refresh_tokens.c.family_id, refresh_tokens.c.user_id).in_(sessions),
+                refresh_tokens.c.revoked_at.is_(None),
+                refresh_tokens.c.expires_at > utcnow(),
+            )
+            .distinct()
+        )
+        found: dict[tuple[UUID, UUID], User] = {}
+        for row in await self.conn.execute(query):
+            fields = dict(row._mapping)
+            family = fields.pop("family_id")
+            found[(family, fields["id"])] = User.model_validate(fields)
+        return found
+
     async def family_active(self, family_id: UUID) -> bool:
         """True while the family has a token that is neither revoked nor expired."""
         query = (
