@@ -356,6 +356,10 @@ def results(
     burst_rate = median([d.rate for d in bursts["service"]])
     p99s = [percentile(d.latencies_ms, 99) for d in paced["service"]]
     p99 = median(p99s)
+    paced_rate = median([d.rate for d in paced["service"]])
+    # A latency counts only at the rate it was asked for: a producer held back by a
+    # busy server shows short latencies at a lower rate.
+    kept_up = paced_rate >= 0.95 * PACED_RATE * SUBSCRIBERS
     problems = [
         problem
         for deliveries, expected in (
@@ -386,9 +390,12 @@ def results(
             env.backend,
             f"msgs/s delivered at {PACED_RATE:.0f} events/s",
             "1/s",
-            median([d.rate for d in paced["service"]]),
+            paced_rate,
             floor=median([d.rate for d in paced["floor"]]),
+            target=f">= {0.95 * PACED_RATE * SUBSCRIBERS:,.0f}",
+            met=kept_up,
             rounds=[d.rate for d in paced["service"]],
+            notes=f"offered {PACED_RATE * SUBSCRIBERS:,.0f} messages per second",
         ),
         Result(
             name,
@@ -406,9 +413,10 @@ def results(
             "ms",
             p99,
             floor=median([percentile(d.latencies_ms, 99) for d in paced["floor"]]),
-            target=f"< {TARGET_P99_MS:.0f}",
-            met=p99 < TARGET_P99_MS,
+            target=f"< {TARGET_P99_MS:.0f} at the paced rate",
+            met=p99 < TARGET_P99_MS and kept_up,
             rounds=p99s,
+            notes="" if kept_up else "the service did not keep up with the paced rate",
         ),
         Result(
             name,
