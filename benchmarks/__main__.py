@@ -12,13 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import case_concurrency, case_orchestration, case_recovery
+from benchmarks import (
+    case_concurrency,
+    case_fanout,
+    case_orchestration,
+    case_recovery,
+    case_submission,
+)
 from benchmarks.common import Backend, Result, environment, print_table
 from devteam.observability.logging import configure_logging
 
 CASES: dict[str, Any] = {
+    "a": case_submission,
     "b": case_orchestration,
     "c": case_concurrency,
+    "d": case_fanout,
     "e": case_recovery,
 }
 RESULTS = Path(__file__).parent / "results"

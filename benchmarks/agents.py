@@ -42,3 +42,32 @@ def sleeping_agents(seconds: float) -> dict[AgentType, InstantAgent]:
 def waiting_agents() -> dict[AgentType, InstantAgent]:
     """Agents that stay busy for an hour: for a worker killed with work in its hands."""
     return sleeping_agents(3600)
+
+
+class EmittingAgent(InstantAgent):
+    """Reports progress events as its task's metadata asks: `{"bench": {"events", "rate"}}`.
+
+    `rate` paces them (events per second, on a fixed schedule, so a late one does
+    not delay the rest); without it they go as fast as the service takes them.
+    """
+
+    description = "reports progress events, then returns"
+
+    async def execute(self, spec: TaskSpec, context: AgentContext) -> TaskResult:
+        plan = spec.metadata.get("bench", {})
+        events = int(plan.get("events", 0))
+        rate = float(plan.get("rate") or 0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(events):
+            if rate:
+                delay = start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await context.progress(f"step {i + 1} of {events}")
+        return TaskResult(output={"events": events}, summary="done")
+
+
+def emitting_agents() -> dict[AgentType, InstantAgent]:
+    """For `devteam serve --agents benchmarks.agents:emitting_agents`."""
+    return {t: EmittingAgent(t) for t in AgentType}

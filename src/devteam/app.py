@@ -91,6 +91,8 @@ def create_app(
             finally:
                 await app.state.ws_connections.close()
                 await app.state.hub.close()
+                if services.security is not None:
+                    await services.security.session_checks.close()
         log.info("devteam stopped")
 
     app = FastAPI(

@@ -91,6 +91,7 @@ def serve(
     import uvicorn
 
     from devteam.app import create_app, server_config
+    from devteam.heap import settle_heap
 
     settings, config = load(host=host, port=port, migrate_on_start=migrate)
     if not executors and settings.redis_url is None:
@@ -100,6 +101,7 @@ def serve(
         application = create_app(settings, config, executors=executors, agents=team)
     except ConfigError as exc:
         fail(exc.message)
+    settle_heap()
     server = uvicorn.Server(server_config(application, settings))
     server.run()
     if not server.started:
@@ -133,9 +135,11 @@ def worker(
         settings = settings.model_copy(update={"executor_concurrency": concurrency})
     if settings.redis_url is None:
         fail("a worker needs DEVTEAM_REDIS_URL: the API hands it work through Redis")
+    from devteam.heap import settle_heap
     from devteam.worker import run_worker
 
     team = load_agents(agents) if agents else None
+    settle_heap()
     asyncio.run(run_worker(settings, config, port, agents=team))
 
 

@@ -1,4 +1,8 @@
-"""Named FastAPI dependencies."""
+"""Named FastAPI dependencies.
+
+They are `async def` although they await nothing: FastAPI runs a plain `def`
+dependency in a worker thread, a hand-off that costs more than the dependency.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from devteam.settings import Settings
 from devteam.storage import Store
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -19,11 +23,11 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_store(services: ServicesDep) -> Store:
+async def get_store(services: ServicesDep) -> Store:
     return services.store
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 

@@ -41,7 +41,7 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def get_security(services: ServicesDep) -> Security:
+async def get_security(services: ServicesDep) -> Security:
     if services.security is None:
         raise ServiceUnavailable("this process serves no API")
     return services.security
@@ -58,7 +58,7 @@ def request_origin(request: Request) -> Origin:
     )
 
 
-def get_auditor(security: SecurityDep, request: Request) -> Auditor:
+async def get_auditor(security: SecurityDep, request: Request) -> Auditor:
     return security.auditor.bind(request_origin(request))
 
 

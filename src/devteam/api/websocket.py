@@ -9,6 +9,10 @@ The protocol is in API.md. How this server keeps its promises:
   processes may interleave) makes it read the missing ones from the table first.
   Live events are only a fast path: when they pile up faster than a subscription
   sends them, it drops its buffer and reads the table instead.
+- **Fan-out costs little per subscriber.** Each event is serialized once for all
+  the subscriptions that send it, and while a subscription is idle and in order,
+  the hub's callback queues the next events straight into the connection's
+  outbox, without waking the subscription's task.
 - **The server never waits on a slow client.** Each connection has a bounded
   queue of outgoing messages, drained by its own sender task. A subscription that
   finds the queue full waits at most `ws_lag_timeout_s`; then it stops and the
@@ -19,7 +23,9 @@ The protocol is in API.md. How this server keeps its promises:
   query parameter; a bad token closes with 4401, too many connections with 4429)
   and again at each heartbeat: a token that expired, a session that ended or a
   user deactivated closes the connection with 4401, and a subscription the caller
-  may no longer read ends with a `not_found` error.
+  may no longer read ends with a `not_found` error. The first heartbeat of a
+  connection comes at a random point of the second half of the interval, so the
+  checks of many clients that connected together are spread out.
 
 Beyond API.md, the server also sends `{"type": "unsubscribed", "task_id"}` to
 confirm an unsubscribe (no event of that task follows it) and a periodic
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -143,8 +150,22 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def room(self) -> int:
+        """Events that fit now, without waiting."""
+        return self._capacity - len(self._items)
+
+    def offer_events(self, texts: list[str]) -> None:
+        """Queue events that fit now (the caller checked `room`)."""
+        for text in texts:
+            self._items.append(("event", text))
+        self._not_empty.set()
+
     async def put_event(self, text: str, timeout: float) -> bool:
         """Queue an event; False when no room came within `timeout` seconds."""
+        if len(self._items) < self._capacity:
+            self._push("event", text)
+            return True
         try:
             async with asyncio.timeout(timeout):
                 while len(self._items) >= self._capacity:
@@ -177,6 +198,20 @@ class Outbox:
 
 
 # -- one subscription -------------------------------------------------------------------
+
+EVENT_TEXTS = 4096
+"""Events whose JSON is kept for the subscriptions that send them next."""
+_event_texts: dict[UUID, str] = {}
+
+
+def event_text(event: Event) -> str:
+    """The event as JSON, made once however many subscriptions send it."""
+    text = _event_texts.get(event.id)
+    if text is None:
+        if len(_event_texts) >= EVENT_TEXTS:
+            del _event_texts[next(iter(_event_texts))]  # the oldest
+        text = _event_texts[event.id] = event.model_dump_json()
+    return text
 
 
 class Lagged(Exception):
@@ -219,12 +254,17 @@ class TaskStream:
         self._live: deque[Event] = deque()
         self._resync = False
         self._wake = asyncio.Event()
+        self._idle = False
+        """True while the task waits for live events with nothing buffered: the hub's
+        callback may then queue in-order events itself."""
+        self._prefix = json.dumps({"type": "event", "task_id": str(task_id)})[:-1] + ', "event": '
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"ws-stream-{self.task_id}")
 
     async def stop(self) -> None:
+        self._idle = False  # nothing more goes out, even before the task sees the cancel
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,6 +272,9 @@ class TaskStream:
 
     def on_live(self, events: list[Event]) -> None:
         """Called by the hub for each published batch; never blocks."""
+        if self._idle and self._send_now(events):
+            return
+        self._idle = False
         if len(self._live) + len(events) > LIVE_BUFFER:
             # Too many waiting: forget them, the table has them all.
             self._live.clear()
@@ -239,6 +282,29 @@ class TaskStream:
         else:
             self._live.extend(events)
         self._wake.set()
+
+    def _send_now(self, events: list[Event]) -> bool:
+        """Queue `events` at once if they follow `last` without a gap and all fit.
+
+        Otherwise queue nothing and return False: the task sorts them out.
+        """
+        texts = []
+        seq = self.last
+        for event in events:
+            if event.seq != seq + 1:
+                return False
+            seq = event.seq
+            if self.subtask_id is None or event.subtask_id == self.subtask_id:
+                texts.append(self._message(event))
+        outbox = self.connection.outbox
+        if len(texts) > outbox.room:
+            return False
+        outbox.offer_events(texts)
+        self.last = seq
+        return True
+
+    def _message(self, event: Event) -> str:
+        return self._prefix + event_text(event) + "}"
 
     async def _run(self) -> None:
         connection = self.connection
@@ -272,6 +338,7 @@ class TaskStream:
                 ErrorCode.INTERNAL_ERROR, "the subscription failed; subscribe again", self.task_id
             )
         finally:
+            self._idle = False
             self.state = StreamState.ENDED
             connection.forget(self)
 
@@ -305,7 +372,10 @@ class TaskStream:
 
     async def _follow(self) -> None:
         while True:
+            if not self._live and not self._resync:
+                self._idle = True
             await self._wake.wait()
+            self._idle = False
             self._wake.clear()
             if self._resync:
                 self._resync = False
@@ -328,15 +398,9 @@ class TaskStream:
 
     async def _send(self, event: Event) -> None:
         if self.subtask_id is None or event.subtask_id == self.subtask_id:
-            text = json.dumps(
-                {
-                    "type": "event",
-                    "task_id": str(self.task_id),
-                    "event": event.model_dump(mode="json"),
-                }
-            )
             limits = self.connection.limits
-            if not await self.connection.outbox.put_event(text, limits.lag_timeout_s):
+            outbox = self.connection.outbox
+            if not await outbox.put_event(self._message(event), limits.lag_timeout_s):
                 raise Lagged
         self.last = event.seq
 
@@ -503,13 +567,18 @@ class Connection:
                 await self.websocket.send_text(text)
             except Exception:
                 return  # the client is gone; the receive loop sees it too
-            WS_MESSAGES.labels("out", kind).inc()
+            _sent(kind).inc()
 
     async def _heartbeat_loop(self) -> None:
+        # The first one comes after a random half to whole interval: clients that
+        # connected together (after a restart, say) are not all checked at once,
+        # and no token goes unchecked for longer than the interval.
+        delay = self.limits.heartbeat_s * random.uniform(0.5, 1.0)
         while True:
-            await asyncio.sleep(self.limits.heartbeat_s)
+            await asyncio.sleep(delay)
+            delay = self.limits.heartbeat_s
             try:
-                self.caller = await self.security.authenticate(self.token)
+                self.caller = await self.security.session_checks.authenticate(self.token)
             except Unauthorized as exc:
                 WS_DROPS.labels("unauthorized").inc()
                 self.close(CloseCode.UNAUTHORIZED, exc.message[:100])
@@ -520,6 +589,17 @@ class Connection:
                     self.forget(stream)
                     self.not_found(stream.task_id)
             self.control("heartbeat", {})
+
+
+_SENT: dict[str, Any] = {}
+
+
+def _sent(kind: str) -> Any:
+    """The `devteam_ws_messages_total` counter of messages sent of this kind."""
+    counter = _SENT.get(kind)
+    if counter is None:
+        counter = _SENT[kind] = WS_MESSAGES.labels("out", kind)
+    return counter
 
 
 def _task_id_of(payload: Any) -> UUID | None:

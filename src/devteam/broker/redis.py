@@ -361,12 +361,22 @@ class RedisCache:
 class RedisBroker:
     kind: Literal["memory", "redis"] = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "devteam", max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "devteam",
+        max_connections: int = 64,
+        pool_timeout: float = 10.0,
+    ) -> None:
         self.url = url
         self.prefix = prefix
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=False, max_connections=max_connections
+        # A burst of more concurrent commands than connections waits for one (up to
+        # `pool_timeout`) instead of failing at once with MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout
         )
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it with the client
         self.queue = RedisWorkQueue(self.client, prefix)
         self.pubsub = RedisPubSub(self.client, prefix)
         self.cache = RedisCache(self.client, prefix)

@@ -15,6 +15,7 @@ from devteam.security.audit import AuditAction, Auditor, Origin
 from devteam.security.passwords import Passwords
 from devteam.security.ratelimit import RateLimiter, RateLimitScope, RateLimitState
 from devteam.security.rbac import Principal, RolePermissions, authorize_owned
+from devteam.security.session_checks import SessionChecks
 from devteam.security.sessions import Sessions, TokenPair
 from devteam.security.tokens import TokenCodec, load_signing_keys
 from devteam.settings import AppConfig, Settings
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimiter",
     "RolePermissions",
     "Security",
+    "SessionChecks",
     "Sessions",
     "TokenCodec",
     "TokenPair",
@@ -49,6 +51,8 @@ class Security:
     """Unbound (no origin); routes get one bound to their request."""
     sessions: Sessions
     accounts: Accounts
+    session_checks: SessionChecks
+    """The heartbeats' checks of WebSocket connections' tokens, one query per batch."""
 
     @classmethod
     def create(
@@ -69,6 +73,7 @@ class Security:
             auditor=Auditor(store),
             sessions=Sessions(store, tokens, passwords, permissions, limiter),
             accounts=Accounts(store, passwords),
+            session_checks=SessionChecks(store, tokens, permissions),
         )
 
     async def authenticate(self, access_token: str) -> Principal:

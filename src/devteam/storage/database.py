@@ -5,11 +5,16 @@ SQLite allows one writer at a time. Rather than let concurrent writers fail with
 and start with `BEGIN IMMEDIATE` (which takes the write lock up front, so a reader
 never has to upgrade and deadlock); other processes wait through `busy_timeout`.
 Postgres runs write transactions concurrently and relies on row locks.
+
+A pooled Postgres connection is checked with a ping before use only when it sat
+idle for more than `PING_AFTER_IDLE_S` (as HikariCP does): a connection used a
+moment ago is alive, and pinging each checkout would cost three round trips.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,10 +23,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 _IMMEDIATE = "devteam_immediate"
+_NO_TRANSACTION = "devteam_no_transaction"
+
+PING_AFTER_IDLE_S = 1.0
+"""A pooled connection idle for longer is pinged before use; a dead one is replaced."""
 
 
 class Database:
@@ -39,11 +49,13 @@ class Database:
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = NullPool
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,6 +77,20 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a consistent snapshot on both databases)."""
         async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def read_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read statement, outside any transaction.
+
+        A single statement reads a consistent snapshot by itself, on both
+        databases; without BEGIN and COMMIT it takes one round trip, not three.
+        """
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(**{_NO_TRANSACTION: True})
+            else:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     async def ping(self) -> None:
@@ -91,5 +117,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_NO_TRANSACTION, False):
+            return  # each statement commits by itself
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_S:
+            return
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool drops this connection and checks out another one.
+            raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc

@@ -67,6 +67,15 @@ class Store:
         async with self.db.read() as conn:
             yield UnitOfWork(conn)
 
+    @asynccontextmanager
+    async def read_statement(self) -> AsyncIterator[UnitOfWork]:
+        """Repositories for one read statement, outside any transaction: one round trip.
+
+        For several statements that must agree, use `read()`.
+        """
+        async with self.db.read_statement() as conn:
+            yield UnitOfWork(conn)
+
     async def ping(self) -> None:
         await self.db.ping()
 

@@ -201,3 +201,18 @@ async def test_ping(broker: Broker) -> None:
 async def _until(condition: object) -> None:
     while not condition():  # type: ignore[operator]
         await asyncio.sleep(0.01)
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_for_connections(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """More concurrent commands than pooled connections queue up instead of failing."""
+    from devteam.broker.redis import RedisBroker
+
+    broker = RedisBroker(redis_url, prefix=redis_prefix, max_connections=2)
+    try:
+        await asyncio.gather(*(broker.cache.set(f"k{i}", b"v", ttl=5) for i in range(50)))
+        values = await asyncio.gather(*(broker.cache.get(f"k{i}") for i in range(50)))
+        assert values == [b"v"] * 50
+    finally:
+        await broker.close()

@@ -40,6 +40,40 @@ async def test_a_family_lives_until_revoked_or_expired(store: Store) -> None:
         assert not await tx.refresh_tokens.family_active(live)
 
 
+async def test_the_user_of_a_session_comes_in_one_statement_while_it_lives(store: Store) -> None:
+    user, other = await create_user(store), await create_user(store)
+    live, expired = uuid.uuid4(), uuid.uuid4()
+    await insert_token(store, user.id, live, timedelta(days=7))
+    await insert_token(store, user.id, expired, timedelta(seconds=-1))
+    async with store.read_statement() as tx:
+        found = await tx.refresh_tokens.session_user(live, user.id)
+        assert found is not None
+        assert (found.id, found.username, found.role) == (user.id, user.username, user.role)
+        assert await tx.refresh_tokens.session_user(expired, user.id) is None
+        assert await tx.refresh_tokens.session_user(uuid.uuid4(), user.id) is None
+        # Another user's id with a live session of this one: no one.
+        assert await tx.refresh_tokens.session_user(live, other.id) is None
+    async with store.transaction() as tx:
+        await tx.refresh_tokens.revoke_family(live)
+    async with store.read_statement() as tx:
+        assert await tx.refresh_tokens.session_user(live, user.id) is None
+
+
+async def test_a_read_statement_sees_what_was_committed_and_holds_no_transaction(
+    store: Store,
+) -> None:
+    user = await create_user(store)
+    async with store.read_statement() as tx:
+        assert await tx.users.get(user.id) == user
+        # Outside a transaction (no snapshot held on SQLite either), a write committed
+        # meanwhile is seen by the next statement.
+        async with store.transaction() as writer:
+            await writer.users.set_active(user.id, False)
+        again = await tx.users.get(user.id)
+        assert again is not None
+        assert not again.is_active
+
+
 async def test_revoking_a_user_ends_every_family(store: Store) -> None:
     user, other = await create_user(store), await create_user(store)
     families = [uuid.uuid4(), uuid.uuid4()]

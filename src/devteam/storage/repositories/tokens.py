@@ -8,8 +8,10 @@ from uuid import UUID
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
+from devteam.domain.users import User
 from devteam.storage.repositories._base import Repository
-from devteam.storage.tables import refresh_tokens
+from devteam.storage.repositories.users import PUBLIC_USER_COLUMNS
+from devteam.storage.tables import refresh_tokens, users
 from devteam.storage.types import utcnow
 
 
@@ -69,6 +71,45 @@ class RefreshTokenRepository(Repository):
             .values(used_at=utcnow(), replaced_by=replaced_by)
         )
         return result.rowcount == 1
+
+    async def session_user(self, family_id: UUID, user_id: UUID) -> User | None:
+        """The user, while their session (token family) is alive; None otherwise. One query."""
+        alive = (
+            sa.select(refresh_tokens.c.id)
+            .where(
+                refresh_tokens.c.family_id == family_id,
+                refresh_tokens.c.user_id == user_id,
+                refresh_tokens.c.revoked_at.is_(None),
+                refresh_tokens.c.expires_at > utcnow(),
+            )
+            .exists()
+        )
+        query = sa.select(*PUBLIC_USER_COLUMNS).where(users.c.id == user_id, alive)
+        row = (await self.conn.execute(query)).first()
+        return User.model_validate(row._mapping) if row else None
+
+    async def session_users(
+        self, sessions: list[tuple[UUID, UUID]]
+    ) -> dict[tuple[UUID, UUID], User]:
+        """`session_user` for many (session, user) pairs in one query; only live ones answer."""
+        if not sessions:
+            return {}
+        query = (
+            sa.select(*PUBLIC_USER_COLUMNS, refresh_tokens.c.family_id)
+            .join(refresh_tokens, refresh_tokens.c.user_id == users.c.id)
+            .where(
+                sa.tuple_(refresh_tokens.c.family_id, refresh_tokens.c.user_id).in_(sessions),
+                refresh_tokens.c.revoked_at.is_(None),
+                refresh_tokens.c.expires_at > utcnow(),
+            )
+            .distinct()
+        )
+        found: dict[tuple[UUID, UUID], User] = {}
+        for row in await self.conn.execute(query):
+            fields = dict(row._mapping)
+            family = fields.pop("family_id")
+            found[(family, fields["id"])] = User.model_validate(fields)
+        return found
 
     async def family_active(self, family_id: UUID) -> bool:
         """True while the family has a token that is neither revoked nor expired."""

@@ -15,7 +15,7 @@ from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import users
 from devteam.storage.types import utcnow
 
-_PUBLIC = [c for c in users.c if c.name != "password_hash"]
+PUBLIC_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
 
 
 class UserRepository(Repository):
@@ -38,7 +38,8 @@ class UserRepository(Repository):
         return User.model_validate(values)
 
     async def get(self, user_id: UUID) -> User | None:
-        row = (await self.conn.execute(sa.select(*_PUBLIC).where(users.c.id == user_id))).first()
+        query = sa.select(*PUBLIC_USER_COLUMNS).where(users.c.id == user_id)
+        row = (await self.conn.execute(query)).first()
         return User.model_validate(row._mapping) if row else None
 
     async def get_with_secret(self, username: str) -> UserWithSecret | None:
@@ -47,7 +48,7 @@ class UserRepository(Repository):
         return UserWithSecret.model_validate(row._mapping) if row else None
 
     async def list(self, *, limit: int = 100, after_username: str | None = None) -> list[User]:
-        query = sa.select(*_PUBLIC).order_by(users.c.username).limit(limit)
+        query = sa.select(*PUBLIC_USER_COLUMNS).order_by(users.c.username).limit(limit)
         if after_username is not None:
             query = query.where(users.c.username > after_username)
         return [User.model_validate(row._mapping) for row in await self.conn.execute(query)]
