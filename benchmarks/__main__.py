@@ -1,4 +1,4 @@
-"""Run the benchmark suite: `uv run python -m benchmarks [--case b,c] [--backend sqlite]`."""
+"""Run the benchmark suite: `uv run python -m benchmarks [--case a,b,c,d] [--backend sqlite]`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--case", default=",".join(CASES), help="cases to run, e.g. b,c")
+    parser.add_argument("--case", default=",".join(CASES), help="cases to run, e.g. a,d")
     parser.add_argument(
         "--backend",
         default="sqlite,postgres",
