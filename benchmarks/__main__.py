@@ -1,4 +1,4 @@
-"""Run the benchmark suite: `uv run python -m benchmarks [--case a,b,c,d] [--backend sqlite]`."""
+"""Run the benchmark suite: `uv run python -m benchmarks [--case a,b,c,d,e] [--backend sqlite]`."""
 
 from __future__ import annotations
 
