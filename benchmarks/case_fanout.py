@@ -38,6 +38,7 @@ from benchmarks.servers import (
     Server,
     create_user,
     devteam_serve,
+    floor_server,
     free_port,
     login,
     server_process,
@@ -285,18 +286,7 @@ async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list
     username = f"bench-{uuid.uuid4().hex[:8]}"
     await create_user(env, username, config_dir)
     service_port, floor_port = free_port(), free_port()
-    floor_args = [
-        "-m",
-        "uvicorn",
-        "benchmarks.floor_servers:broadcast_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(floor_port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    floor_args = floor_server("broadcast_app", floor_port)
     bursts: dict[str, list[Delivery]] = {"service": [], "floor": []}
     paced: dict[str, list[Delivery]] = {"service": [], "floor": []}
     async with (

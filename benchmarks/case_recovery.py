@@ -10,27 +10,21 @@ before anyone may take its work over; the target is the lease plus 2 s.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
+import contextlib
 import time
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import yaml
 
 from benchmarks.common import Environment, Result, median
 from benchmarks.leader import running_leader, submit_roots, wait_finished
+from benchmarks.servers import Server, free_port, server_process, service_env, write_config
 from devteam.domain.enums import TaskStatus
 from devteam.domain.tasks import Task
 from devteam.storage import Store
 
 BACKENDS = ("postgres",)
-REPO = Path(__file__).resolve().parents[1]
 LEASE_S = 5.0
 HEARTBEAT_S = 1.0
 RECOVERY_INTERVAL_S = 1.0
@@ -39,10 +33,9 @@ PER_ROOT = 2
 WORKER_CONCURRENCY = ROOTS * PER_ROOT
 
 
-def write_config(target: Path) -> Path:
-    if target.exists():
-        return target
-    shutil.copytree(REPO / "config", target)
+def recovery_config(workdir: Path) -> Path:
+    """The benchmark config with short leases and room for every subtask at once."""
+    target = write_config(workdir)
     leader = yaml.safe_load((target / "team_leader.yaml").read_text())
     leader["leases"] = {
         "duration_s": LEASE_S,
@@ -54,72 +47,12 @@ def write_config(target: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Worker:
-    def __init__(self, env: Environment, config: Path, log: Path) -> None:
-        self.port = free_port()
-        variables = {k: v for k, v in os.environ.items() if not k.startswith("DEVTEAM_")}
-        variables.update(
-            DEVTEAM_DATABASE_URL=env.database_url,
-            DEVTEAM_REDIS_URL=env.redis_url or "",
-            DEVTEAM_REDIS_PREFIX=env.redis_prefix,
-            DEVTEAM_CONFIG_DIR=str(config),
-            DEVTEAM_MIGRATE_ON_START="false",
-            PYTHONUNBUFFERED="1",
-            DEVTEAM_LOG_LEVEL="WARNING",
-            DEVTEAM_SHUTDOWN_GRACE_S="1",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        )
-        self.log = log
-        self.output = log.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devteam",
-                "worker",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
-                "--port",
-                str(self.port),
-                "--agents",
-                "benchmarks.agents:waiting_agents",
-            ],
-            cwd=REPO,
-            env=variables,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"worker exited:\n{self.log.read_text()}")
-                try:
-                    response = await http.get(f"http://127.0.0.1:{self.port}/health/ready")
-                    if response.status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"worker did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.output.close()
+def worker_args(port: int) -> list[str]:
+    return [
+        *["-m", "devteam", "worker", "--host", "127.0.0.1", "--port", str(port)],
+        *["--concurrency", str(WORKER_CONCURRENCY)],
+        *["--agents", "benchmarks.agents:waiting_agents"],
+    ]
 
 
 async def subtasks(store: Store, roots: list[Task]) -> list[Task]:
@@ -131,10 +64,24 @@ async def subtasks(store: Store, roots: list[Task]) -> list[Task]:
 
 
 async def one_round(env: Environment, workdir: Path, index: int) -> float:
-    config = write_config(workdir / "recovery-config")
-    workers = [Worker(env, config, workdir / f"recovery-{index}-{i}.log") for i in range(2)]
-    try:
-        await asyncio.gather(*(w.ready() for w in workers))
+    config = recovery_config(workdir)
+    variables = service_env(env, config, DEVTEAM_SHUTDOWN_GRACE_S="1", DEVTEAM_LOG_LEVEL="WARNING")
+    async with contextlib.AsyncExitStack() as stack:
+        workers: list[Server] = []
+        for i in range(2):
+            port = free_port()
+            log = workdir / f"recovery-{index}-{i}.log"
+            workers.append(
+                await stack.enter_async_context(
+                    server_process(
+                        worker_args(port),
+                        port=port,
+                        ready_path="/health/ready",
+                        log=log,
+                        env=variables,
+                    )
+                )
+            )
         async with running_leader(env, {}, global_limit=100, start=False) as bench:
             roots = await submit_roots(bench, ROOTS, PER_ROOT)
             total = ROOTS * PER_ROOT
@@ -152,15 +99,15 @@ async def one_round(env: Environment, workdir: Path, index: int) -> float:
                 await asyncio.sleep(0.05)
 
             # Kill the worker holding the most; the other has room for all of it.
-            def held_by(worker: Worker) -> dict[UUID, int]:
-                marker = f":{worker.process.pid}/"
+            def held_by(worker: Server) -> dict[UUID, int]:
+                marker = f":{worker.pid}/"
                 return {t.id: t.attempt for t in running if marker in (t.lease_owner or "")}
 
             victim = max(workers, key=lambda w: len(held_by(w)))
             held = held_by(victim)
             victim.process.kill()
             killed_at = time.monotonic()
-            victim.process.wait()
+            await victim.process.wait()
             while True:
                 now = {t.id: t for t in await subtasks(bench.store, roots)}
                 taken_over = [
@@ -177,17 +124,14 @@ async def one_round(env: Environment, workdir: Path, index: int) -> float:
                     survivor = next(w for w in workers if w is not victim)
                     raise RuntimeError(
                         f"{len(held) - len(taken_over)} subtasks not taken over: {states}; "
-                        f"the other worker said:\n{survivor.log.read_text()[-3000:]}"
+                        f"the other worker said:\n{survivor.tail()}"
                     )
                 await asyncio.sleep(0.02)
             # Leave nothing running for the next round's workers.
             for root in roots:
                 await bench.leader.cancel(root.id)
             await wait_finished(bench, [r.id for r in roots], timeout=60)
-            return elapsed
-    finally:
-        for worker in workers:
-            worker.stop()
+    return elapsed
 
 
 async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list[Result]:

@@ -25,6 +25,7 @@ from benchmarks.floor_servers import DSN_VARIABLE
 from benchmarks.servers import (
     create_user,
     devteam_serve,
+    floor_server,
     free_port,
     login,
     server_process,
@@ -74,18 +75,7 @@ async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list
     username = f"bench-{uuid.uuid4().hex[:8]}"
     await create_user(env, username, config_dir)
     service_port, floor_port = free_port(), free_port()
-    floor_args = [
-        "-m",
-        "uvicorn",
-        "benchmarks.floor_servers:submit_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(floor_port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    floor_args = floor_server("submit_app", floor_port)
     loads: dict[str, list[Load]] = {"service": [], "floor": []}
     cpu_ms: dict[str, list[float]] = {"service": [], "floor": []}
     async with (

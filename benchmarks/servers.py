@@ -181,6 +181,15 @@ def service_env(env: Environment, config_dir: Path, **extra: str) -> dict[str, s
     return {**values, **extra}
 
 
+def floor_server(app: str, port: int) -> list[str]:
+    """`python -m uvicorn` serving `benchmarks.floor_servers:<app>` on loopback."""
+    return [
+        *["-m", "uvicorn", f"benchmarks.floor_servers:{app}"],
+        *["--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        *["--log-level", "warning"],
+    ]
+
+
 def devteam_serve(port: int, *options: str) -> list[str]:
     return ["-m", "devteam", "serve", "--host", "127.0.0.1", "--port", str(port), *options]
 
