@@ -67,7 +67,7 @@ GRACE_S = 1
 # `look` ends within a stopping worker's grace period, `build` does not.
 SCRIPT = {
     "look": [{"sleep": 0.5, "progress": ["working"]}],
-    "build": [{"sleep": 2.5, "progress": ["working"]}],
+    "build": [{"sleep": 3.5, "progress": ["working"]}],
 }
 
 
@@ -269,9 +269,10 @@ async def test_workers_killed_or_stopped_lose_nothing_and_repeat_nothing(
     # its grace period is handed back (`worker_stopped`), not left to its leases.
     cluster.add_worker().wait_ready()
     roots += await submit_roots(cluster, 20)
+    # Every `look` done (they end within a grace period): what runs now is `build`.
     await wait_until(
         cluster.postgres_url,
-        lambda c: c.get("in_progress", 0) >= 12,
+        lambda c: c.get("completed", 0) >= 120 and c.get("in_progress", 0) >= 12,
         timeout=90,
         what="long attempts under way on both live workers",
     )
