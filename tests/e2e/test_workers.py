@@ -24,7 +24,7 @@ import yaml
 
 from tests import servers
 from tests.auth import JWT_SECRET, PASSWORD
-from tests.e2e.test_scale_out import create_user
+from tests.e2e.test_scale_out import PLAN, create_user
 from tests.fakes.served_agents import SCRIPT_VARIABLE
 from tests.processes import REPO, Process, clean_env
 
@@ -36,16 +36,6 @@ pytestmark = [
 ]
 
 AGENTS = ["--agents", "tests.fakes.served_agents:agents"]
-PLAN = [
-    {"key": "look", "agent_type": "research", "task": "Research the options", "complexity": 1},
-    {
-        "key": "build",
-        "agent_type": "backend",
-        "task": "Build the endpoint",
-        "complexity": 2,
-        "depends_on": ["look"],
-    },
-]
 
 
 def write_config(target: Path, leases: dict[str, float]) -> Path:
