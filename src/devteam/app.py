@@ -17,7 +17,7 @@ from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
-from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
+from devteam.api.routes import audit, auth, health, mcp, metrics, rules, sign_in, tasks, users
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -92,7 +92,7 @@ def create_app(
                 await app.state.ws_connections.close()
                 await app.state.hub.close()
                 if services.security is not None:
-                    await services.security.session_checks.close()
+                    await services.security.close()
         log.info("devteam stopped")
 
     app = FastAPI(
@@ -110,6 +110,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(sign_in.router)
     app.include_router(users.router)
     app.include_router(audit.router)
     app.include_router(mcp.router)

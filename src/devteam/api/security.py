@@ -68,15 +68,21 @@ AuditorDep = Annotated[Auditor, Depends(get_auditor)]
 
 async def get_current_user(
     security: SecurityDep,
+    request: Request,
     response: Response,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
     if not token:
         raise Unauthorized("authentication required: send Authorization: Bearer <token>")
-    caller = await security.authenticate(token)
+    caller = await security.authenticate(token, auditor=_sign_in_auditor(security, request))
     state = await security.rate_limiter.hit(RateLimitScope.API, str(caller.id))
     response.headers.update(state.headers())
     return caller
+
+
+def _sign_in_auditor(security: Security, request: Request) -> Auditor | None:
+    """An auditor for single sign-on's sign-ins, with the request's origin (None without SSO)."""
+    return security.auditor.bind(request_origin(request)) if security.oidc is not None else None
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -52,7 +52,14 @@ from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
 
 from devteam.api.hub import EventHub
 from devteam.api.security import authenticate_websocket, bearer_token
-from devteam.domain.errors import DevTeamError, ErrorCode, RateLimited, Unauthorized
+from devteam.domain.errors import (
+    DevTeamError,
+    ErrorCode,
+    Forbidden,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from devteam.domain.events import Event
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
@@ -85,6 +92,8 @@ class CloseCode:
     MESSAGE_TOO_BIG = 1009
     SERVICE_RESTART = 1012
     UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    """A single sign-on user with no role here, or deactivated."""
     RATE_LIMITED = 4429
 
 
@@ -578,11 +587,14 @@ class Connection:
             await asyncio.sleep(delay)
             delay = self.limits.heartbeat_s
             try:
-                self.caller = await self.security.session_checks.authenticate(self.token)
-            except Unauthorized as exc:
+                self.caller = await self.security.recheck(self.token)
+            except (Unauthorized, Forbidden) as exc:
                 WS_DROPS.labels("unauthorized").inc()
-                self.close(CloseCode.UNAUTHORIZED, exc.message[:100])
+                code = CloseCode.FORBIDDEN if isinstance(exc, Forbidden) else CloseCode.UNAUTHORIZED
+                self.close(code, exc.message[:100])
                 return
+            except ServiceUnavailable:
+                continue  # the identity provider is unreachable: check again next time
             for stream in list(self.streams.values()):
                 if stream.owner is not None and not self.caller.can_on(stream.owner, TASKS_READ):
                     await stream.stop()
@@ -663,6 +675,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         caller = await authenticate_websocket(websocket, security)
     except Unauthorized as exc:
         await websocket.close(CloseCode.UNAUTHORIZED, exc.message[:100])
+        return
+    except Forbidden as exc:
+        await websocket.close(CloseCode.FORBIDDEN, exc.message[:100])
+        return
+    except ServiceUnavailable as exc:
+        await websocket.close(CloseCode.SERVICE_RESTART, exc.message[:100])
         return
     except RateLimited:
         await websocket.close(CloseCode.RATE_LIMITED, "too many connections")

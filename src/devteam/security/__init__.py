@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from limits.aio.storage import Storage
 
+from devteam.domain.errors import ConfigError
 from devteam.security.accounts import Accounts
 from devteam.security.audit import AuditAction, Auditor, Origin
+from devteam.security.oidc import OidcAuthenticator, effective_config, token_issuer
 from devteam.security.passwords import Passwords
 from devteam.security.ratelimit import RateLimiter, RateLimitScope, RateLimitState
 from devteam.security.rbac import Principal, RolePermissions, authorize_owned
@@ -53,6 +55,8 @@ class Security:
     accounts: Accounts
     session_checks: SessionChecks
     """The heartbeats' checks of WebSocket connections' tokens, one query per batch."""
+    oidc: OidcAuthenticator | None = None
+    """Single sign-on, when an identity provider is configured."""
 
     @classmethod
     def create(
@@ -65,23 +69,47 @@ class Security:
         passwords = Passwords(config.security.passwords)
         permissions = RolePermissions(config.security.roles)
         limiter = RateLimiter(rate_limit_storage, config.security.rate_limits)
+        auditor = Auditor(store)
+        oidc_config = effective_config(settings, config.security.oidc)
+        if oidc_config.enabled and oidc_config.issuer == config.security.tokens.issuer:
+            raise ConfigError("single sign-on: the provider's issuer is DevTeam's own token issuer")
         return cls(
             passwords=passwords,
             tokens=tokens,
             permissions=permissions,
             rate_limiter=limiter,
-            auditor=Auditor(store),
+            auditor=auditor,
             sessions=Sessions(store, tokens, passwords, permissions, limiter),
             accounts=Accounts(store, passwords),
             session_checks=SessionChecks(store, tokens, permissions),
+            oidc=(
+                OidcAuthenticator(oidc_config, store, permissions, auditor)
+                if oidc_config.enabled
+                else None
+            ),
         )
 
-    async def authenticate(self, access_token: str) -> Principal:
+    async def authenticate(self, access_token: str, *, auditor: Auditor | None = None) -> Principal:
         """The caller behind a raw access token (e.g. from a WebSocket handshake).
 
-        Raises `Unauthorized` or `TokenExpired` (both 401; a WebSocket closes with 4401).
+        A token issued by the configured identity provider is checked against it;
+        every other one is a local token. Raises `Unauthorized` or `TokenExpired` (both
+        401; a WebSocket closes with 4401), or `Forbidden` for a provider user with no role.
         """
+        if self.oidc is not None and token_issuer(access_token) == self.oidc.issuer:
+            return await self.oidc.authenticate(access_token, auditor=auditor)
         return await self.sessions.authenticate(access_token)
+
+    async def recheck(self, access_token: str) -> Principal:
+        """`authenticate` for a long-lived connection's periodic check (local ones batched)."""
+        if self.oidc is not None and token_issuer(access_token) == self.oidc.issuer:
+            return await self.oidc.authenticate(access_token)
+        return await self.session_checks.authenticate(access_token)
+
+    async def close(self) -> None:
+        await self.session_checks.close()
+        if self.oidc is not None:
+            await self.oidc.close()
 
     async def check_ws_connect(self, caller: Principal) -> RateLimitState:
         """Count one WebSocket connection of `caller`; `RateLimited` when over the limit."""

@@ -115,6 +115,19 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     """When set, `/metrics` requires `Authorization: Bearer <token>`."""
 
+    oidc_issuer: str | None = None
+    """Single sign-on: the OpenID provider's issuer (overrides `security.yaml` `oidc.issuer`)."""
+    oidc_audience: str | None = None
+    """The `aud` the provider's access tokens carry for this API."""
+    oidc_role_map: dict[str, str] | None = None
+    """Group -> role, a JSON object, e.g. `{"devteam-admins": "admin"}`."""
+    oidc_allow_http: bool | None = None
+    """Accept an http:// issuer (development on loopback only)."""
+    oidc_client_id: str | None = None
+    """Public client id for `devteam login --sso` and the web UI."""
+    oidc_roles_claim: str | None = None
+    """The token claim holding the groups (default `groups`)."""
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:

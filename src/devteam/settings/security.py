@@ -1,4 +1,5 @@
-"""`config/security.yaml`: roles and permissions, token lifetimes, passwords, rate limits."""
+"""`config/security.yaml`: roles and permissions, token lifetimes, passwords, rate limits,
+single sign-on."""
 
 from __future__ import annotations
 
@@ -67,10 +68,77 @@ class RateLimitsConfig(ConfigModel):
         return _rate_limit(value)
 
 
+OidcAlgorithm = Literal["RS256", "ES256", "PS256"]
+OIDC_ALGORITHMS: tuple[OidcAlgorithm, ...] = ("RS256", "ES256", "PS256")
+
+
+class OidcConfig(ConfigModel):
+    """Single sign-on with an OpenID Connect provider (off while `issuer` is unset).
+
+    Every field can also be set in the environment: `DEVTEAM_OIDC_ISSUER`,
+    `DEVTEAM_OIDC_AUDIENCE`, `DEVTEAM_OIDC_ROLE_MAP` (JSON), `DEVTEAM_OIDC_ALLOW_HTTP`,
+    `DEVTEAM_OIDC_CLIENT_ID`, `DEVTEAM_OIDC_ROLES_CLAIM`; the environment wins.
+    """
+
+    issuer: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """The provider's issuer URL, exactly as its tokens' `iss` says it."""
+    audience: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """The `aud` access tokens must carry to be accepted here (the API's identifier)."""
+    client_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """A public client (no secret) registered at the provider for `devteam login --sso`
+    and the web UI; without it, only bearer tokens obtained elsewhere are accepted."""
+    scopes: Annotated[str, Field(min_length=1, max_length=512)] = (
+        "openid profile email offline_access"
+    )
+    """Scopes asked for by interactive sign-in."""
+    roles_claim: Annotated[str, Field(min_length=1, max_length=128)] = "groups"
+    """The claim holding the user's groups (a list of strings, or one string)."""
+    role_map: dict[Annotated[str, Field(min_length=1, max_length=256)], Role] = Field(
+        default_factory=dict
+    )
+    """Group -> role. A user takes the highest role any of their groups maps to; a user
+    in no mapped group is refused."""
+    allow_http: bool = False
+    """Accept an `http://` issuer (a provider on loopback in development only)."""
+    algorithms: Annotated[list[OidcAlgorithm], Field(min_length=1)] = Field(
+        default_factory=lambda: list(OIDC_ALGORITHMS)
+    )
+    """Signature algorithms accepted; never `none` nor HMAC."""
+    leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
+    """Clock skew tolerated on `exp` and `nbf`."""
+    jwks_cache_s: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+    """How long the provider's keys are used before they are fetched again."""
+    jwks_refresh_interval_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """A token signed with a key not (yet) known fetches the keys again, at most this often,
+    so a key rotation needs no restart and unknown `kid`s cannot flood the provider."""
+    http_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Timeout of each request to the provider (discovery, keys)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcConfig:
+        if self.issuer is None:
+            return self
+        if self.audience is None:
+            raise ValueError("oidc.audience is required with oidc.issuer")
+        if not self.issuer.startswith(("https://", "http://")):
+            raise ValueError("oidc.issuer must be an https:// URL")
+        if self.issuer.startswith("http://") and not self.allow_http:
+            raise ValueError(
+                "oidc.issuer is http://: use https, or set DEVTEAM_OIDC_ALLOW_HTTP=true "
+                "for a provider on loopback in development"
+            )
+        return self
+
+
 class SecurityConfig(ConfigModel):
     tokens: TokensConfig = TokensConfig()
     passwords: PasswordsConfig = PasswordsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    oidc: OidcConfig = OidcConfig()
     roles: dict[Role, list[str]] = Field(
         default_factory=lambda: {
             Role.ADMIN: ["*"],

@@ -26,6 +26,11 @@ users = sa.Table(
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Single sign-on: the provider's issuer and the user's subject there (both null for
+    # local users). A user is found by this pair, never by username.
+    sa.Column("oidc_issuer", sa.String(512), nullable=True),
+    sa.Column("oidc_subject", sa.String(255), nullable=True),
+    sa.UniqueConstraint("oidc_issuer", "oidc_subject"),
 )
 
 refresh_tokens = sa.Table(

@@ -17,6 +17,9 @@ from devteam.storage.types import utcnow
 
 PUBLIC_USER_COLUMNS = [c for c in users.c if c.name != "password_hash"]
 
+NO_PASSWORD = "!sso"
+"""The password hash of a user who signs in with the identity provider: matches nothing."""
+
 
 class UserRepository(Repository):
     async def create(self, username: str, password_hash: str, role: Role) -> User:
@@ -36,6 +39,40 @@ class UserRepository(Repository):
         except IntegrityError:
             raise Conflict(f"user {username!r} already exists") from None
         return User.model_validate(values)
+
+    async def create_external(
+        self, username: str, role: Role, *, issuer: str, subject: str
+    ) -> User:
+        """A user of the identity provider, seen for the first time; no password.
+
+        `Conflict` when the username is taken (by a local user or another subject).
+        """
+        now = utcnow()
+        values = {
+            "id": uuid.uuid4(),
+            "username": username,
+            "password_hash": NO_PASSWORD,
+            "role": role.value,
+            "is_active": True,
+            "created_at": now,
+            "updated_at": now,
+            "oidc_issuer": issuer,
+            "oidc_subject": subject,
+        }
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(sa.insert(users).values(values))
+        except IntegrityError:
+            raise Conflict(f"user {username!r} already exists") from None
+        return User.model_validate(values)
+
+    async def get_external(self, issuer: str, subject: str) -> User | None:
+        """The user the identity provider `issuer` knows as `subject`."""
+        query = sa.select(*PUBLIC_USER_COLUMNS).where(
+            users.c.oidc_issuer == issuer, users.c.oidc_subject == subject
+        )
+        row = (await self.conn.execute(query)).first()
+        return User.model_validate(row._mapping) if row else None
 
     async def get(self, user_id: UUID) -> User | None:
         query = sa.select(*PUBLIC_USER_COLUMNS).where(users.c.id == user_id)
