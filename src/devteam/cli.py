@@ -235,10 +235,23 @@ def login(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
     ] = False,
+    sso: Annotated[
+        bool,
+        typer.Option(
+            "--sso",
+            help="Sign in at the service's identity provider (device code, else the browser).",
+        ),
+    ] = False,
+    browser: Annotated[
+        bool, typer.Option(help="With --sso: open the browser when no device code is offered.")
+    ] = True,
 ) -> None:
     """Log in to a running service; the tokens are kept in ~/.config/devteam/credentials.json."""
     from devteam import cli_client
 
+    if sso:
+        _client(cli_client.login_sso(url, open_browser=browser))
+        return
     name = username or typer.prompt("username")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

@@ -87,13 +87,15 @@ class Credentials:
     refresh_token: str
     expires_at: float
     """Unix time the access token expires."""
+    provider: dict[str, Any] | None = None
+    """Signed in with the identity provider (`login --sso`): where its tokens are renewed."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Credentials | None:
         path = path or credentials_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -109,13 +111,20 @@ class Credentials:
         os.replace(temporary, path)
 
     @classmethod
-    def of(cls, url: str, username: str, tokens: dict[str, Any]) -> Credentials:
+    def of(
+        cls,
+        url: str,
+        username: str,
+        tokens: dict[str, Any],
+        provider: dict[str, Any] | None = None,
+    ) -> Credentials:
         return cls(
             url=url,
             username=username,
             access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"],
-            expires_at=time.time() + float(tokens["expires_in"]),
+            refresh_token=tokens.get("refresh_token") or "",
+            expires_at=time.time() + float(tokens.get("expires_in", 300)),
+            provider=provider,
         )
 
 
@@ -194,6 +203,8 @@ class Api:
             stored = self.credentials()
             if stored.refresh_token != seen and stored.expires_at - REFRESH_MARGIN_S > time.time():
                 return stored
+            if stored.provider is not None:
+                return await self._refresh_at_provider(stored)
             response = await self.http.post(
                 "/api/v1/auth/refresh", json={"refresh_token": stored.refresh_token}
             )
@@ -204,6 +215,23 @@ class Api:
             renewed = Credentials.of(self.url, stored.username, response.json())
             renewed.save(self.path)
             return renewed
+
+    async def _refresh_at_provider(self, stored: Credentials) -> Credentials:
+        """Renew single sign-on tokens at the identity provider's token endpoint."""
+        from devteam import cli_sso
+
+        assert stored.provider is not None
+        again = f"the sign-in has ended: run devteam login --sso --url {self.url}"
+        if not stored.refresh_token:
+            raise CliError(again)
+        try:
+            tokens = await cli_sso.refresh(self.http, stored.provider, stored.refresh_token)
+        except cli_sso.SignInError:
+            raise CliError(again) from None
+        tokens.setdefault("refresh_token", stored.refresh_token)
+        renewed = Credentials.of(self.url, stored.username, tokens, stored.provider)
+        renewed.save(self.path)
+        return renewed
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         token = await self.access_token()
@@ -263,6 +291,44 @@ async def login(url: str | None, username: str, password: str) -> int:
         )
         role = me.json().get("role", "?") if me.is_success else "?"
     print(f"logged in to {base} as {username} ({role})")
+    return ExitCode.COMPLETED
+
+
+async def login_sso(url: str | None, *, open_browser: bool = True) -> int:
+    """Sign in at the service's identity provider: device code where offered, else a browser."""
+    from devteam import cli_sso
+
+    base = (url or resolve_url(None)).rstrip("/")
+
+    def show_code(verification_uri: str, user_code: str, complete: str | None) -> None:
+        print(f"To sign in, open {complete or verification_uri}", flush=True)
+        print(f"and confirm the code {user_code}", flush=True)
+
+    def show_url(authorization_url: str) -> None:
+        print(
+            f"Opening your browser to sign in; if it does not open, visit:\n{authorization_url}",
+            flush=True,
+        )
+
+    async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:
+        try:
+            provider = await cli_sso.discover(http, base)
+            if provider.device_authorization_endpoint is not None:
+                tokens = await cli_sso.device_flow(http, provider, show_code)
+            else:
+                tokens = await cli_sso.code_flow(
+                    http, provider, show_url, open_browser=open_browser
+                )
+        except cli_sso.SignInError as exc:
+            raise CliError(str(exc)) from None
+        me = await http.get(
+            "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        if me.is_error:
+            raise _error_of(me)
+        user = me.json()
+        Credentials.of(base, user["username"], tokens, provider.as_dict()).save()
+    print(f"logged in to {base} as {user['username']} ({user['role']}) through {provider.issuer}")
     return ExitCode.COMPLETED
 
 
