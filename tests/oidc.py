@@ -142,7 +142,7 @@ class Provider:
                 "client_id": CLI_CLIENT,
                 "response_type": "code",
                 "redirect_uri": redirect,
-                "scope": "openid profile offline_access",
+                "scope": "openid profile groups offline_access",
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
                 "resource": resource,

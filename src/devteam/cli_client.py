@@ -226,6 +226,7 @@ class Api:
             raise CliError(again)
         try:
             tokens = await cli_sso.refresh(self.http, stored.provider, stored.refresh_token)
+            tokens = cli_sso.bearer_of(tokens, stored.provider.get("token_type", "access_token"))
         except cli_sso.SignInError:
             raise CliError(again) from None
         tokens.setdefault("refresh_token", stored.refresh_token)
@@ -319,6 +320,7 @@ async def login_sso(url: str | None, *, open_browser: bool = True) -> int:
                 tokens = await cli_sso.code_flow(
                     http, provider, show_url, open_browser=open_browser
                 )
+            tokens = cli_sso.bearer_of(tokens, provider.token_type)
         except cli_sso.SignInError as exc:
             raise CliError(str(exc)) from None
         me = await http.get(

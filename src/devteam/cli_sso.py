@@ -46,6 +46,8 @@ class Provider:
     token_endpoint: str
     authorization_endpoint: str | None
     device_authorization_endpoint: str | None
+    token_type: str = "access_token"
+    """Which token the service takes as the bearer (`access_token` or `id_token`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class Provider:
             "client_id": self.client_id,
             "audience": self.audience,
             "token_endpoint": self.token_endpoint,
+            "token_type": self.token_type,
         }
 
 
@@ -81,6 +84,7 @@ async def discover(http: httpx.AsyncClient, service_url: str) -> Provider:
         token_endpoint=str(metadata["token_endpoint"]),
         authorization_endpoint=metadata.get("authorization_endpoint"),
         device_authorization_endpoint=metadata.get("device_authorization_endpoint"),
+        token_type=str(idp.get("token_type") or "access_token"),
     )
 
 
@@ -258,6 +262,14 @@ async def _post_form(http: httpx.AsyncClient, url: str, form: dict[str, str]) ->
     if not isinstance(body, dict):
         raise SignInError("the identity provider did not answer a JSON object")
     return body
+
+
+def bearer_of(tokens: dict[str, Any], token_type: str) -> dict[str, Any]:
+    """The provider's answer with the token the service takes as `access_token`."""
+    token = tokens.get(token_type)
+    if not isinstance(token, str):
+        raise SignInError(f"the identity provider's answer has no {token_type}")
+    return {**tokens, "access_token": token}
 
 
 def _tokens(body: Any) -> dict[str, Any]:

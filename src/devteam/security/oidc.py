@@ -70,6 +70,7 @@ _ENV_FIELDS = {
     "oidc_allow_http": "allow_http",
     "oidc_client_id": "client_id",
     "oidc_roles_claim": "roles_claim",
+    "oidc_token_type": "token_type",
 }
 
 

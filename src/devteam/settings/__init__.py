@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     """Public client id for `devteam login --sso` and the web UI."""
     oidc_roles_claim: str | None = None
     """The token claim holding the groups (default `groups`)."""
+    oidc_token_type: Literal["access_token", "id_token"] | None = None
+    """Which provider token clients send: `access_token` (default) or `id_token` (Google)."""
 
     @field_validator("database_url")
     @classmethod

@@ -77,7 +77,8 @@ class OidcConfig(ConfigModel):
 
     Every field can also be set in the environment: `DEVTEAM_OIDC_ISSUER`,
     `DEVTEAM_OIDC_AUDIENCE`, `DEVTEAM_OIDC_ROLE_MAP` (JSON), `DEVTEAM_OIDC_ALLOW_HTTP`,
-    `DEVTEAM_OIDC_CLIENT_ID`, `DEVTEAM_OIDC_ROLES_CLAIM`; the environment wins.
+    `DEVTEAM_OIDC_CLIENT_ID`, `DEVTEAM_OIDC_ROLES_CLAIM`, `DEVTEAM_OIDC_TOKEN_TYPE`; the
+    environment wins.
     """
 
     issuer: Annotated[str, Field(min_length=1, max_length=512)] | None = None
@@ -91,6 +92,10 @@ class OidcConfig(ConfigModel):
         "openid profile email offline_access"
     )
     """Scopes asked for by interactive sign-in."""
+    token_type: Literal["access_token", "id_token"] = "access_token"
+    """Which of the provider's tokens clients send as the bearer: its access token (a JWT
+    for this API's audience: Entra ID, Okta, Auth0, Keycloak), or its ID token where the
+    provider's access tokens are opaque (Google; then `audience` is the client id)."""
     roles_claim: Annotated[str, Field(min_length=1, max_length=128)] = "groups"
     """The claim holding the user's groups (a list of strings, or one string)."""
     role_map: dict[Annotated[str, Field(min_length=1, max_length=256)], Role] = Field(

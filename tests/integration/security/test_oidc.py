@@ -64,7 +64,7 @@ def sso_server(make_live_server: Callable[..., Any], idp: Provider) -> Callable[
         async with make_live_server(
             config,
             oidc_issuer=idp.issuer,
-            oidc_audience=AUDIENCE,
+            oidc_audience=oidc.get("audience", AUDIENCE),
             oidc_role_map=ROLE_MAP,
             oidc_allow_http=True,
             oidc_client_id="devteam-cli",
@@ -169,6 +169,21 @@ async def test_a_locally_deactivated_user_stays_out(
         assert_error(response, 403, "forbidden")
 
 
+async def test_id_tokens_where_the_providers_access_tokens_are_opaque(
+    sso_server: Callable[..., Any], idp: Provider
+) -> None:
+    """Google's access tokens are not JWTs: there the ID token (aud = the client) is sent."""
+    sub = unique("ivan")
+    idp.account(sub, groups=["devteam-operators"])
+    tokens = idp.code_flow_token(sub)
+    async with sso_server(token_type="id_token", audience="devteam-cli") as server:
+        response = await me(server, tokens["id_token"])
+        assert response.status_code == 200, response.text
+        assert response.json()["role"] == "operator"
+        # The access token is for another audience (the API), so it does not pass here.
+        assert (await me(server, tokens["access_token"])).status_code == 401
+
+
 async def test_local_tokens_keep_working_beside_the_provider(
     sso_server: Callable[..., Any],
 ) -> None:
@@ -189,6 +204,7 @@ async def test_the_service_names_its_identity_provider_for_clients(
             "client_id": "devteam-cli",
             "audience": AUDIENCE,
             "scopes": "openid profile email offline_access",
+            "token_type": "access_token",
         },
     }
     async with make_live_server() as plain, plain.http() as http:

@@ -6,6 +6,8 @@ need no configuration of their own beyond the service's URL.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from pydantic import BaseModel
 
@@ -25,6 +27,8 @@ class IdentityProviderOut(BaseModel):
     """The `aud` access tokens must carry; ask for it as the `resource`/`audience`."""
     scopes: str
     """Scopes to ask for."""
+    token_type: Literal["access_token", "id_token"] = "access_token"
+    """Which of the provider's tokens to send as `Authorization: Bearer`."""
 
 
 class SignInMethodsOut(BaseModel):
@@ -47,5 +51,6 @@ async def sign_in_methods(security: SecurityDep) -> SignInMethodsOut:
             client_id=config.client_id,
             audience=config.audience or "",
             scopes=config.scopes,
+            token_type=config.token_type,
         )
     )
