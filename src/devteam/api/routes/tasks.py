@@ -70,6 +70,7 @@ _TASK_EXAMPLE: dict[str, Any] = {
         {
             "id": _SUBTASK_ID,
             "key": "analysis",
+            "task": "Map the modules that handle login and where the rate limits are applied",
             "status": "completed",
             "agent_type": "codebase_analyzer",
             "phase": "analysis",
