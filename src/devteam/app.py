@@ -170,7 +170,9 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "port": settings.port,
         "log_config": None,
         "lifespan": "on",
-        "proxy_headers": True,
+        # Forwarded headers are believed only from the proxies the operator lists.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips),
         "server_header": False,
         "ws_max_size": settings.ws_max_message_bytes,
     }

@@ -56,12 +56,36 @@ class PasswordsConfig(ConfigModel):
 
 
 class RateLimitsConfig(ConfigModel):
-    api_per_user: RateLimitString = "100/minute"
-    login_per_ip: RateLimitString = "10/minute"
-    login_per_username: RateLimitString = "10/minute"
-    ws_connect_per_user: RateLimitString = "30/minute"
+    """Moving windows per scope, e.g. "100/minute" or "10/second;1000/hour" (all apply)."""
 
-    @field_validator("*")
+    reads_per_user: RateLimitString = "1200/minute"
+    """GET and HEAD API requests, per user: enough for a dashboard polling every second."""
+    writes_per_user: RateLimitString = "120/minute"
+    """Every other API request (submit, cancel, approve, refresh, ...), per user."""
+    task_submissions_per_user: RateLimitString = "30/minute"
+    """`POST /tasks`, per user, on top of the writes budget."""
+    login_per_ip: RateLimitString = "60/minute"
+    """Login attempts from one client IP, whatever the username (limits only that client)."""
+    login_failures_per_client: RateLimitString = "10/minute;30/hour"
+    """Failed logins per (username, client IP): guessing from one place stops there."""
+    login_failures_per_username: RateLimitString = "200/hour"
+    """Failed logins per username from anywhere: a higher threshold over a longer window,
+    against guessing spread over many addresses."""
+    ws_connect_per_user: RateLimitString = "30/minute"
+    """WebSocket connections opened, per user."""
+    storage_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    """How long a limit check may wait for its storage (Redis). Past it, or when the
+    storage fails, reads go on (the limit fails open) and writes and logins get 503."""
+
+    @field_validator(
+        "reads_per_user",
+        "writes_per_user",
+        "task_submissions_per_user",
+        "login_per_ip",
+        "login_failures_per_client",
+        "login_failures_per_username",
+        "ws_connect_per_user",
+    )
     @classmethod
     def _valid(cls, value: str) -> str:
         return _rate_limit(value)
