@@ -16,6 +16,7 @@ from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
+from devteam.api.outages import OutageMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
 from devteam.domain.agents import Agent
@@ -134,6 +135,8 @@ def create_app(
                 "RateLimit-Policy",
             ],
         )
+    # A lost database or Redis connection: one retry for a read, else a quick 503.
+    app.add_middleware(OutageMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so it is outermost: every response, errors included, gets its id.
     app.add_middleware(
