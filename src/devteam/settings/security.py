@@ -91,10 +91,30 @@ class RateLimitsConfig(ConfigModel):
         return _rate_limit(value)
 
 
+Days = Annotated[float, Field(gt=0, le=100 * 365)]
+
+
+class RetentionConfig(ConfigModel):
+    """How long data is kept. Expired and revoked refresh tokens always go; the rest is
+    kept forever unless a number of days is given."""
+
+    finished_tasks_days: Days | None = None
+    """Root tasks finished longer ago are deleted with their subtasks and events."""
+    events_days: Days | None = None
+    """Events of root tasks finished longer ago are deleted (the tasks stay)."""
+    audit_days: Days | None = None
+    """Audit log entries older than this are deleted."""
+    interval_s: Annotated[float, Field(ge=1, le=7 * 24 * 3600)] = 3600
+    """How often each `serve` and `worker` process runs the purge."""
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    """Rows deleted per transaction: short transactions, and concurrent runs are harmless."""
+
+
 class SecurityConfig(ConfigModel):
     tokens: TokensConfig = TokensConfig()
     passwords: PasswordsConfig = PasswordsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
     roles: dict[Role, list[str]] = Field(
         default_factory=lambda: {
             Role.ADMIN: ["*"],
