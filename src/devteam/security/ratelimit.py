@@ -42,6 +42,9 @@ T = TypeVar("T")
 
 UNAVAILABLE_RETRY_AFTER_S = 5
 """`Retry-After` of a 503 answered because the rate-limit storage is unreachable."""
+RECHECK_AFTER_S = 1.0
+"""After the storage failed, checks skip it (and act as if it failed) this long, so
+during an outage only one check a second waits for the timeout."""
 
 
 class RateLimitScope(StrEnum):
@@ -98,6 +101,7 @@ class RateLimiter:
     def __init__(self, storage: Storage, config: RateLimitsConfig) -> None:
         self._strategy = MovingWindowRateLimiter(storage)
         self._timeout_s = config.storage_timeout_s
+        self._skip_storage_until = 0.0
         self._limits: dict[RateLimitScope, list[RateLimitItem]] = {
             RateLimitScope.READ: parse_many(config.reads_per_user),
             RateLimitScope.WRITE: parse_many(config.writes_per_user),
@@ -127,6 +131,8 @@ class RateLimiter:
         await self._guarded(scope, lambda: self._count(scope, key, refuse=False))
 
     async def _guarded(self, scope: RateLimitScope, work: Callable[[], Awaitable[T]]) -> T | None:
+        if time.monotonic() < self._skip_storage_until:
+            return self._unavailable(scope)
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await work()
@@ -134,20 +140,26 @@ class RateLimiter:
             raise
         except Exception as exc:
             # Redis paused, down or unreachable: answer now rather than hang.
-            action = "allowed" if scope.fails_open else "refused"
-            RATE_LIMIT_UNAVAILABLE.labels(scope=scope.value, action=action).inc()
+            self._skip_storage_until = time.monotonic() + RECHECK_AFTER_S
             log.warning(
                 "rate limit storage unavailable",
                 scope=scope.value,
-                action=action,
+                action="allowed" if scope.fails_open else "refused",
                 error=type(exc).__name__,
             )
-            if scope.fails_open:
-                return None
-            raise ServiceUnavailable(
-                "the service cannot check its rate limits right now; try again shortly",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
-            ) from None
+            return self._unavailable(scope)
+
+    @staticmethod
+    def _unavailable(scope: RateLimitScope) -> None:
+        """Let a read through (the limit fails open); refuse anything else with 503."""
+        action = "allowed" if scope.fails_open else "refused"
+        RATE_LIMIT_UNAVAILABLE.labels(scope=scope.value, action=action).inc()
+        if scope.fails_open:
+            return None
+        raise ServiceUnavailable(
+            "the service cannot check its rate limits right now; try again shortly",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
 
     async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
         identifier = _identifier(key)
