@@ -31,6 +31,8 @@ RETRY_AFTER_S = 5
 
 def unavailable(exc: BaseException) -> bool:
     """Whether `exc` is a lost or unreachable database or broker connection."""
+    if isinstance(exc, BaseExceptionGroup):  # from a task group inside the route
+        return all(unavailable(inner) for inner in exc.exceptions)
     return connection_lost(exc) or broker_unreachable(exc)
 
 
