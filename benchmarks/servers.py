@@ -32,9 +32,12 @@ PASSWORD = "benchmark password 0123456789"
 GENEROUS_LIMITS = {
     # Windows of a second keep the moving-window lists in Redis short (a list holds
     # at most `amount` entries), like the service's real limits do.
-    "api_per_user": "10000/second",
+    "reads_per_user": "10000/second",
+    "writes_per_user": "10000/second",
+    "task_submissions_per_user": "10000/second",
     "login_per_ip": "1000/second",
-    "login_per_username": "1000/second",
+    "login_failures_per_client": "1000/second",
+    "login_failures_per_username": "1000/second",
     "ws_connect_per_user": "10000/second",
 }
 

@@ -16,6 +16,7 @@ from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
+from devteam.api.outages import OutageMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, sign_in, tasks, users
 from devteam.domain.agents import Agent
@@ -135,6 +136,8 @@ def create_app(
                 "RateLimit-Policy",
             ],
         )
+    # A lost database or Redis connection: one retry for a read, else a quick 503.
+    app.add_middleware(OutageMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Added last, so it is outermost: every response, errors included, gets its id.
     app.add_middleware(
@@ -171,7 +174,9 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "port": settings.port,
         "log_config": None,
         "lifespan": "on",
-        "proxy_headers": True,
+        # Forwarded headers are believed only from the proxies the operator lists.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips),
         "server_header": False,
         "ws_max_size": settings.ws_max_message_bytes,
     }

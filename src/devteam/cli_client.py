@@ -444,10 +444,11 @@ def print_task(console: Console, task: dict[str, Any]) -> None:
     console.print(" · ".join(facts))
     console.print(_usage_line(task["usage"]))
     if task["subtasks"]:
-        table = Table("KEY", "AGENT", "PHASE", "STATUS", "TRY", box=None)
+        table = Table("KEY", "TASK", "AGENT", "PHASE", "STATUS", "TRY", box=None)
         for sub in task["subtasks"]:
             table.add_row(
                 sub["key"] or "-",
+                _one_line(sub.get("task") or "", 60),
                 sub["agent_type"] or "-",
                 sub["phase"] or "-",
                 _status_text(sub["status"]),
@@ -467,6 +468,7 @@ def print_task(console: Console, task: dict[str, Any]) -> None:
 @dataclass
 class _Row:
     key: str
+    task: str = ""
     agent: str = "-"
     status: str = "pending"
     attempt: int = 1
@@ -494,6 +496,8 @@ class Progress:
         if subtask is not None:
             row = self.rows.setdefault(subtask, _Row(key=data.get("key") or subtask[:8]))
             who = row.key
+            if data.get("task"):
+                row.task = str(data["task"])
             if data.get("agent_type"):
                 row.agent = data["agent_type"]
             if "status" in data:
@@ -510,9 +514,9 @@ class Progress:
             self.status = data["status"]
         if kind == "task.planned":
             for step in data.get("subtasks", []):
-                self.rows.setdefault(
-                    step["id"], _Row(key=step.get("key") or step["id"][:8])
-                ).agent = step.get("agent_type") or "-"
+                row = self.rows.setdefault(step["id"], _Row(key=step.get("key") or step["id"][:8]))
+                row.agent = step.get("agent_type") or "-"
+                row.task = str(step.get("task") or row.task)
         if kind == "tool.call":
             self.tool_calls += 1
         return f"#{event['seq']:<4} {kind:<22} {who:<14} {_detail(kind, data)}".rstrip()
@@ -533,10 +537,11 @@ class Progress:
 
     def view(self) -> Group:
         """The live view: a summary line over a table of the subtasks."""
-        table = Table("SUBTASK", "AGENT", "STATUS", "TRY", "TOOLS", "TOKENS", box=None)
+        table = Table("SUBTASK", "TASK", "AGENT", "STATUS", "TRY", "TOOLS", "TOKENS", box=None)
         for row in self.rows.values():
             table.add_row(
                 row.key,
+                _one_line(row.task, 40) if row.task else "-",
                 row.agent,
                 _status_text(row.status),
                 str(row.attempt),

@@ -18,6 +18,7 @@ from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.housekeeping import RetentionJob
 from devteam.mcp.manager import McpManager
 from devteam.observability.health import Check
 from devteam.orchestration.team_leader import TeamLeader
@@ -122,5 +123,8 @@ async def open_services(
         if executors:
             await leader.start(concurrency=settings.executor_concurrency)
             stack.push_async_callback(leader.stop, settings.shutdown_grace_s)
+        retention = RetentionJob(store, config.security.retention)
+        retention.start()
+        stack.push_async_callback(retention.stop)
         services.readiness_checks.update(database=store.ping, broker=broker.ping)
         yield services

@@ -119,7 +119,10 @@ def write_config(target: Path) -> Path:
         "security.yaml",
         {
             "passwords": FAST_PASSWORDS.model_dump(),
-            "rate_limits": {"login_per_username": "2/minute", "login_per_ip": "100/minute"},
+            "rate_limits": {
+                "login_failures_per_username": "2/minute",
+                "login_per_ip": "100/minute",
+            },
         },
     )
     edit(

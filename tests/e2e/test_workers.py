@@ -47,7 +47,9 @@ def write_config(target: Path, leases: dict[str, float]) -> Path:
     leader["retry"]["initial_interval_s"] = 0.1
     (target / "team_leader.yaml").write_text(yaml.safe_dump(leader))
     security = yaml.safe_load((target / "security.yaml").read_text())
-    security["rate_limits"]["api_per_user"] = "100000/minute"
+    security["rate_limits"]["reads_per_user"] = "100000/minute"
+    security["rate_limits"]["writes_per_user"] = "100000/minute"
+    security["rate_limits"]["task_submissions_per_user"] = "100000/minute"
     (target / "security.yaml").write_text(yaml.safe_dump(security))
     return target
 

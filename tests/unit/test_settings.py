@@ -99,8 +99,8 @@ def test_bad_yaml_value_names_file_and_key(tmp_path: Path, text: str, expected: 
 
 
 def test_bad_rate_limit_in_security_yaml(tmp_path: Path) -> None:
-    (tmp_path / "security.yaml").write_text("rate_limits:\n  api_per_user: lots\n")
-    with pytest.raises(ConfigError, match=r"rate_limits\.api_per_user: not a rate limit"):
+    (tmp_path / "security.yaml").write_text("rate_limits:\n  reads_per_user: lots\n")
+    with pytest.raises(ConfigError, match=r"rate_limits\.reads_per_user: not a rate limit"):
         load_config(tmp_path)
 
 

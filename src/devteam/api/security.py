@@ -13,7 +13,8 @@ async def rules() -> ...: ...
 ```
 
 `CurrentUser` checks the bearer token, the session and the user, and counts the
-request in the caller's API rate limit (the `RateLimit-*` headers go on the answer).
+request in the caller's read (GET, HEAD) or write (any other method) rate limit (the
+`RateLimit-*` headers go on the answer).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ AuditorDep = Annotated[Auditor, Depends(get_auditor)]
 """An `Auditor` stamping entries with this request's client IP and request id."""
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_current_user(
     security: SecurityDep,
     request: Request,
@@ -75,8 +79,10 @@ async def get_current_user(
     if not token:
         raise Unauthorized("authentication required: send Authorization: Bearer <token>")
     caller = await security.authenticate(token, auditor=_sign_in_auditor(security, request))
-    state = await security.rate_limiter.hit(RateLimitScope.API, str(caller.id))
-    response.headers.update(state.headers())
+    scope = RateLimitScope.READ if request.method in READ_METHODS else RateLimitScope.WRITE
+    state = await security.rate_limiter.hit(scope, str(caller.id))
+    if state is not None:
+        response.headers.update(state.headers())
     return caller
 
 
@@ -86,7 +92,8 @@ def _sign_in_auditor(security: Security, request: Request) -> Auditor | None:
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
-"""The authenticated caller (401 without a valid access token; 429 over the API limit)."""
+"""The authenticated caller (401 without a valid access token; 429 over its read or
+write limit; 503 for a write whose limit cannot be checked)."""
 
 
 def require(permission: Permission) -> DependsParam:

@@ -17,7 +17,9 @@ from typing import Any, Literal, cast
 import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage, Storage
 from redis.asyncio.client import PubSub as RedisPubSubConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from devteam.broker import keys
 from devteam.broker.protocol import MessageHandler, QueueDepth, QueueMessage
@@ -113,6 +115,11 @@ for i, id in ipairs(ARGV) do
 end
 return n
 """
+
+
+def broker_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis could not be reached or did not answer in time."""
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError))
 
 
 def _fields(raw: Any) -> dict[bytes, bytes]:

@@ -221,6 +221,9 @@ class TaskSummary(BaseModel):
 
     id: UUID
     key: str | None
+    """The subtask's name in its plan (unique among its siblings)."""
+    task: str
+    """What the subtask is asked to do."""
     status: TaskStatus
     agent_type: AgentType | None
     phase: Phase | None
@@ -280,6 +283,7 @@ class Task(BaseModel):
         return TaskSummary(
             id=self.id,
             key=self.key,
+            task=self.task,
             status=self.status,
             agent_type=self.agent_type,
             phase=self.phase,

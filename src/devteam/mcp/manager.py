@@ -60,7 +60,12 @@ from devteam.mcp.registry import McpRegistry, ServerSpec
 from devteam.mcp.retry import RetryingCaller
 from devteam.mcp.throttle import RateLimit, ThrottledCaller
 from devteam.observability.logging import get_logger
-from devteam.observability.metrics import MCP_CIRCUIT_STATE, MCP_RETRIES
+from devteam.observability.metrics import (
+    MCP_CACHE,
+    MCP_CIRCUIT_STATE,
+    MCP_CIRCUIT_TRANSITIONS,
+    MCP_RETRIES,
+)
 from devteam.settings.mcp_servers import McpServersConfig
 
 if TYPE_CHECKING:
@@ -226,6 +231,10 @@ class McpManager:
             MCP_CIRCUIT_STATE.labels(server=spec.name).set(CircuitState.CLOSED.gauge_value)
             # Exported at 0 from the start, so a dashboard shows "no retries", not "no data".
             MCP_RETRIES.labels(server=spec.name)
+            for state in CircuitState:
+                MCP_CIRCUIT_TRANSITIONS.labels(server=spec.name, state=state.value)
+            for result in ("hit", "miss"):
+                MCP_CACHE.labels(server=spec.name, result=result)
 
     # -- calls -------------------------------------------------------------
 

@@ -7,10 +7,12 @@ user types becomes a label.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Info
+
+from devteam.domain.enums import AgentType, TaskStatus
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LONG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -107,6 +109,46 @@ WS_DROPS = Counter(
 RATE_LIMIT_REJECTIONS = Counter(
     "devteam_rate_limit_rejections_total", "Requests refused by a rate limit", ["scope"]
 )
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "devteam_rate_limit_unavailable_total",
+    "Rate-limit checks whose storage could not answer in time, by scope and what was done "
+    "(allowed: the limit failed open; refused: 503)",
+    ["scope", "action"],
+)
+
+# Retention
+RETENTION_PURGED = Counter(
+    "devteam_retention_purged_total", "Rows deleted by the retention purge", ["kind"]
+)
+RETENTION_RUNS = Counter("devteam_retention_runs_total", "Retention purge runs", ["outcome"])
+
+
+def export_at_zero(counter: Counter, label_sets: Iterable[Sequence[str]]) -> None:
+    """Create these series now, at zero, so dashboards and alerts (`rate()`, `increase()`)
+    see them before their first event."""
+    for labels in label_sets:
+        counter.labels(*labels)
+
+
+# Series whose label values are known in advance exist from start-up. Those named by
+# configuration (rate-limit scopes, MCP servers) are created where that is read.
+_AGENTS = [a.value for a in AgentType]
+_OUTCOMES = [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DELEGATED]
+export_at_zero(TASKS_SUBMITTED, [(a,) for a in [*_AGENTS, "auto"]])
+export_at_zero(TASK_RETRIES, [(a,) for a in _AGENTS])
+export_at_zero(AGENT_EXECUTIONS, [(a, o.value) for a in _AGENTS for o in _OUTCOMES])
+export_at_zero(BUDGETS_EXCEEDED, [("tokens",), ("cost",)])
+export_at_zero(WS_DROPS, [(r,) for r in ("lagged", "overflow", "too_big", "unauthorized")])
+export_at_zero(
+    WS_MESSAGES,
+    [("in", t) for t in ("subscribe", "unsubscribe", "ping", "invalid")]
+    + [
+        ("out", t)
+        for t in ("subscribed", "unsubscribed", "event", "pong", "error", "lagged", "heartbeat")
+    ],
+)
+export_at_zero(RETENTION_PURGED, [(k,) for k in ("refresh_tokens", "audit", "events", "tasks")])
+export_at_zero(RETENTION_RUNS, [("ok",), ("error",)])
 
 
 def route_label(scope: MutableMapping[str, Any]) -> str:

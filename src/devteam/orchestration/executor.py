@@ -646,6 +646,7 @@ class Executor:
                     {
                         "id": str(s.id),
                         "key": s.key,
+                        "task": s.task,
                         "agent_type": s.agent_type,
                         "phase": s.phase,
                         "complexity": s.complexity,

@@ -111,6 +111,7 @@ class Security:
         if self.oidc is not None:
             await self.oidc.close()
 
-    async def check_ws_connect(self, caller: Principal) -> RateLimitState:
-        """Count one WebSocket connection of `caller`; `RateLimited` when over the limit."""
+    async def check_ws_connect(self, caller: Principal) -> RateLimitState | None:
+        """Count one WebSocket connection of `caller`; `RateLimited` when over the limit
+        (None when the limit's storage is unreachable: connects fail open)."""
         return await self.rate_limiter.hit(RateLimitScope.WS_CONNECT, str(caller.id))

@@ -4,34 +4,77 @@ With Redis, every process of a deployment counts in the same windows, so a limit
 holds however many API replicas there are. Each scope has its own limits from
 config/security.yaml (`rate_limits`); a scope may have several ("10/second;500/hour"),
 and a request must fit in all of them.
+
+When the storage is slow or down, a check gives up after `storage_timeout_s`: scopes
+that only read (API reads, WebSocket connects) fail open — logged and counted in
+`devteam_rate_limit_unavailable_total` — and the others (writes, submissions,
+logins) are refused with 503 `service_unavailable` and `Retry-After`, so an outage
+is a quick answer, never a hung request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from devteam.domain.errors import RateLimited
-from devteam.observability.metrics import RATE_LIMIT_REJECTIONS
+from devteam.domain.errors import RateLimited, ServiceUnavailable
+from devteam.observability.logging import get_logger
+from devteam.observability.metrics import (
+    RATE_LIMIT_REJECTIONS,
+    RATE_LIMIT_UNAVAILABLE,
+    export_at_zero,
+)
 from devteam.settings.security import RateLimitsConfig
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+UNAVAILABLE_RETRY_AFTER_S = 5
+"""`Retry-After` of a 503 answered because the rate-limit storage is unreachable."""
+RECHECK_AFTER_S = 1.0
+"""After the storage failed, checks skip it (and act as if it failed) this long, so
+during an outage only one check a second waits for the timeout."""
 
 
 class RateLimitScope(StrEnum):
-    API = "api"
-    """Every authenticated API request, per user."""
+    READ = "read"
+    """Authenticated GET/HEAD API requests, per user."""
+    WRITE = "write"
+    """Every other authenticated API request, per user."""
+    TASK_SUBMIT = "task_submit"
+    """Tasks submitted, per user (on top of WRITE)."""
     LOGIN_IP = "login_ip"
     """Login attempts, per client IP."""
-    LOGIN_USERNAME = "login_username"
-    """Login attempts, per username tried."""
+    LOGIN_FAILURES_CLIENT = "login_failures_client"
+    """Failed logins, per (username, client IP)."""
+    LOGIN_FAILURES_USERNAME = "login_failures_username"
+    """Failed logins, per username from anywhere."""
     WS_CONNECT = "ws_connect"
     """WebSocket connections opened, per user."""
+
+    @property
+    def fails_open(self) -> bool:
+        """Whether requests go on when this scope's storage cannot be reached."""
+        return self in (RateLimitScope.READ, RateLimitScope.WS_CONNECT)
+
+
+# Every scope's series exist from start-up, with the LLM's and the MCP servers' waits.
+export_at_zero(RATE_LIMIT_REJECTIONS, [(s.value,) for s in RateLimitScope] + [("llm",), ("mcp",)])
+export_at_zero(
+    RATE_LIMIT_UNAVAILABLE,
+    [(s.value, "allowed" if s.fails_open else "refused") for s in RateLimitScope],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,44 +100,111 @@ class RateLimitState:
 class RateLimiter:
     def __init__(self, storage: Storage, config: RateLimitsConfig) -> None:
         self._strategy = MovingWindowRateLimiter(storage)
+        self._timeout_s = config.storage_timeout_s
+        self._skip_storage_until = 0.0
         self._limits: dict[RateLimitScope, list[RateLimitItem]] = {
-            RateLimitScope.API: parse_many(config.api_per_user),
+            RateLimitScope.READ: parse_many(config.reads_per_user),
+            RateLimitScope.WRITE: parse_many(config.writes_per_user),
+            RateLimitScope.TASK_SUBMIT: parse_many(config.task_submissions_per_user),
             RateLimitScope.LOGIN_IP: parse_many(config.login_per_ip),
-            RateLimitScope.LOGIN_USERNAME: parse_many(config.login_per_username),
+            RateLimitScope.LOGIN_FAILURES_CLIENT: parse_many(config.login_failures_per_client),
+            RateLimitScope.LOGIN_FAILURES_USERNAME: parse_many(config.login_failures_per_username),
             RateLimitScope.WS_CONNECT: parse_many(config.ws_connect_per_user),
         }
 
-    async def hit(self, scope: RateLimitScope, key: str) -> RateLimitState:
+    async def hit(self, scope: RateLimitScope, key: str) -> RateLimitState | None:
         """Count one request of `key` in `scope`.
 
         Returns the state of the tightest window; over a limit raises `RateLimited`
         (429) carrying `Retry-After` and the `RateLimit-*` headers, and counts it in
-        `devteam_rate_limit_rejections_total`.
+        `devteam_rate_limit_rejections_total`. With the storage unreachable, returns
+        None for a scope that fails open and raises `ServiceUnavailable` otherwise.
         """
-        # Keys may be user input (usernames): hash them to a bounded, inert form.
-        identifier = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return await self._guarded(scope, lambda: self._count(scope, key, refuse=True))
+
+    async def check(self, scope: RateLimitScope, key: str) -> None:
+        """Refuse (`RateLimited`) when `key` has no room left in `scope`, counting nothing."""
+        await self._guarded(scope, lambda: self._test(scope, key))
+
+    async def record(self, scope: RateLimitScope, key: str) -> None:
+        """Count one event (e.g. a failed login) of `key` in `scope`, refusing nothing."""
+        await self._guarded(scope, lambda: self._count(scope, key, refuse=False))
+
+    async def _guarded(self, scope: RateLimitScope, work: Callable[[], Awaitable[T]]) -> T | None:
+        if time.monotonic() < self._skip_storage_until:
+            return self._unavailable(scope)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await work()
+        except RateLimited:
+            raise
+        except Exception as exc:
+            # Redis paused, down or unreachable: answer now rather than hang.
+            self._skip_storage_until = time.monotonic() + RECHECK_AFTER_S
+            log.warning(
+                "rate limit storage unavailable",
+                scope=scope.value,
+                action="allowed" if scope.fails_open else "refused",
+                error=type(exc).__name__,
+            )
+            return self._unavailable(scope)
+
+    @staticmethod
+    def _unavailable(scope: RateLimitScope) -> None:
+        """Let a read through (the limit fails open); refuse anything else with 503."""
+        action = "allowed" if scope.fails_open else "refused"
+        RATE_LIMIT_UNAVAILABLE.labels(scope=scope.value, action=action).inc()
+        if scope.fails_open:
+            return None
+        raise ServiceUnavailable(
+            "the service cannot check its rate limits right now; try again shortly",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
+
+    async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
+        identifier = _identifier(key)
         tightest: RateLimitState | None = None
         for item in self._limits[scope]:
             allowed = await self._strategy.hit(item, scope.value, identifier)
-            stats = await self._strategy.get_window_stats(item, scope.value, identifier)
-            state = RateLimitState(
-                limit=item.amount,
-                remaining=max(0, stats.remaining),
-                reset_after=max(0, math.ceil(stats.reset_time - time.time())),
-                window_s=item.get_expiry(),
-            )
-            if not allowed:
-                RATE_LIMIT_REJECTIONS.labels(scope=scope.value).inc()
-                headers = {"Retry-After": str(max(1, state.reset_after)), **state.headers()}
-                raise RateLimited(
-                    f"too many requests: at most {item.amount} per {_window(item)}; "
-                    f"retry in {headers['Retry-After']} s",
-                    headers=headers,
-                )
+            state = await self._state(item, scope, identifier)
+            if refuse and not allowed:
+                self._refuse(scope, item, state)
             if tightest is None or state.remaining < tightest.remaining:
                 tightest = state
         assert tightest is not None, "parse_many returns at least one limit"
         return tightest
+
+    async def _test(self, scope: RateLimitScope, key: str) -> None:
+        identifier = _identifier(key)
+        for item in self._limits[scope]:
+            if not await self._strategy.test(item, scope.value, identifier):
+                self._refuse(scope, item, await self._state(item, scope, identifier))
+
+    async def _state(
+        self, item: RateLimitItem, scope: RateLimitScope, identifier: str
+    ) -> RateLimitState:
+        stats = await self._strategy.get_window_stats(item, scope.value, identifier)
+        return RateLimitState(
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+            window_s=item.get_expiry(),
+        )
+
+    @staticmethod
+    def _refuse(scope: RateLimitScope, item: RateLimitItem, state: RateLimitState) -> None:
+        RATE_LIMIT_REJECTIONS.labels(scope=scope.value).inc()
+        headers = {"Retry-After": str(max(1, state.reset_after)), **state.headers()}
+        raise RateLimited(
+            f"too many requests: at most {item.amount} per {_window(item)}; "
+            f"retry in {headers['Retry-After']} s",
+            headers=headers,
+        )
+
+
+def _identifier(key: str) -> str:
+    # Keys may be user input (usernames): hash them to a bounded, inert form.
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _window(item: RateLimitItem) -> str:

@@ -70,10 +70,17 @@ class Sessions:
 
         An unknown user, a wrong password and a deactivated user get the same
         `InvalidCredentials`, after the same amount of hashing work.
+
+        Limits: every attempt counts for its client IP; failures count per
+        (username, client IP) and, at a higher threshold, per username. So guessing
+        from one place stops there, while the owner still logs in from elsewhere.
         """
         name = normalize_username(username)
-        await self.limiter.hit(RateLimitScope.LOGIN_IP, auditor.origin.client_ip or "unknown")
-        await self.limiter.hit(RateLimitScope.LOGIN_USERNAME, name)
+        client_ip = auditor.origin.client_ip or "unknown"
+        client = f"{name}\x00{client_ip}"
+        await self.limiter.hit(RateLimitScope.LOGIN_IP, client_ip)
+        await self.limiter.check(RateLimitScope.LOGIN_FAILURES_CLIENT, client)
+        await self.limiter.check(RateLimitScope.LOGIN_FAILURES_USERNAME, name)
         async with self.store.read() as tx:
             user = await tx.users.get_with_secret(name)
         if user is None:
@@ -84,6 +91,8 @@ class Sessions:
             reason = "wrong password" if not valid else "inactive user"
             valid = valid and user.is_active
         if user is None or not valid:
+            await self.limiter.record(RateLimitScope.LOGIN_FAILURES_CLIENT, client)
+            await self.limiter.record(RateLimitScope.LOGIN_FAILURES_USERNAME, name)
             await auditor.record(
                 AuditAction.LOGIN,
                 AuditOutcome.FAILURE,
@@ -115,7 +124,7 @@ class Sessions:
     async def refresh(self, refresh_token: str, *, auditor: Auditor) -> TokenPair:
         """Use a refresh token up and return the next pair of its session."""
         claims = self.tokens.decode(refresh_token, TokenType.REFRESH)
-        await self.limiter.hit(RateLimitScope.API, str(claims.subject))
+        await self.limiter.hit(RateLimitScope.WRITE, str(claims.subject))
         refused: _Refused | None = None
         pair: TokenPair | None = None
         async with self.store.transaction() as tx:

@@ -7,6 +7,8 @@ value stops start-up with a reason a person can act on.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -19,7 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from devteam.domain.errors import ConfigError
 from devteam.settings.agents import AgentsConfig
@@ -84,6 +86,10 @@ class Settings(BaseSettings):
     """Origins allowed by CORS, as a JSON list; empty keeps CORS closed."""
     hsts: bool = False
     """Send Strict-Transport-Security (turn on when served over TLS)."""
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed, as addresses or
+    networks (`10.0.0.5,10.1.0.0/16`, or a JSON list); empty (the default): none, so the
+    client IP of rate limits and the audit log is the connection's peer."""
 
     ws_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     """Messages waiting to go to one WebSocket client; a subscription that finds no room
@@ -135,6 +141,28 @@ class Settings(BaseSettings):
     def _supported_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///<file> or postgresql+asyncpg://<host>/<db>")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or network: {entry!r}") from exc
         return value
 
     @field_validator("redis_url")

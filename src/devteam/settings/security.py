@@ -57,12 +57,36 @@ class PasswordsConfig(ConfigModel):
 
 
 class RateLimitsConfig(ConfigModel):
-    api_per_user: RateLimitString = "100/minute"
-    login_per_ip: RateLimitString = "10/minute"
-    login_per_username: RateLimitString = "10/minute"
-    ws_connect_per_user: RateLimitString = "30/minute"
+    """Moving windows per scope, e.g. "100/minute" or "10/second;1000/hour" (all apply)."""
 
-    @field_validator("*")
+    reads_per_user: RateLimitString = "1200/minute"
+    """GET and HEAD API requests, per user: enough for a dashboard polling every second."""
+    writes_per_user: RateLimitString = "120/minute"
+    """Every other API request (submit, cancel, approve, refresh, ...), per user."""
+    task_submissions_per_user: RateLimitString = "30/minute"
+    """`POST /tasks`, per user, on top of the writes budget."""
+    login_per_ip: RateLimitString = "60/minute"
+    """Login attempts from one client IP, whatever the username (limits only that client)."""
+    login_failures_per_client: RateLimitString = "10/minute;30/hour"
+    """Failed logins per (username, client IP): guessing from one place stops there."""
+    login_failures_per_username: RateLimitString = "200/hour"
+    """Failed logins per username from anywhere: a higher threshold over a longer window,
+    against guessing spread over many addresses."""
+    ws_connect_per_user: RateLimitString = "30/minute"
+    """WebSocket connections opened, per user."""
+    storage_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    """How long a limit check may wait for its storage (Redis). Past it, or when the
+    storage fails, reads go on (the limit fails open) and writes and logins get 503."""
+
+    @field_validator(
+        "reads_per_user",
+        "writes_per_user",
+        "task_submissions_per_user",
+        "login_per_ip",
+        "login_failures_per_client",
+        "login_failures_per_username",
+        "ws_connect_per_user",
+    )
     @classmethod
     def _valid(cls, value: str) -> str:
         return _rate_limit(value)
@@ -139,11 +163,31 @@ class OidcConfig(ConfigModel):
         return self
 
 
+Days = Annotated[float, Field(gt=0, le=100 * 365)]
+
+
+class RetentionConfig(ConfigModel):
+    """How long data is kept. Expired and revoked refresh tokens always go; the rest is
+    kept forever unless a number of days is given."""
+
+    finished_tasks_days: Days | None = None
+    """Root tasks finished longer ago are deleted with their subtasks and events."""
+    events_days: Days | None = None
+    """Events of root tasks finished longer ago are deleted (the tasks stay)."""
+    audit_days: Days | None = None
+    """Audit log entries older than this are deleted."""
+    interval_s: Annotated[float, Field(ge=1, le=7 * 24 * 3600)] = 3600
+    """How often each `serve` and `worker` process runs the purge."""
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    """Rows deleted per transaction: short transactions, and concurrent runs are harmless."""
+
+
 class SecurityConfig(ConfigModel):
     tokens: TokensConfig = TokensConfig()
     passwords: PasswordsConfig = PasswordsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     oidc: OidcConfig = OidcConfig()
+    retention: RetentionConfig = RetentionConfig()
     roles: dict[Role, list[str]] = Field(
         default_factory=lambda: {
             Role.ADMIN: ["*"],

@@ -23,7 +23,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -140,3 +146,12 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
         except Exception as exc:
             # The pool drops this connection and checks out another one.
             raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the database connection went away (server restarted, connection
+    terminated, network cut) rather than that the statement was wrong: trying again on a
+    fresh connection may succeed."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (DisconnectionError, PoolTimeoutError, ConnectionError))

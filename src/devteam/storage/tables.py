@@ -47,7 +47,7 @@ refresh_tokens = sa.Table(
         index=True,
     ),
     sa.Column("issued_at", UTCDateTime, nullable=False),
-    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("used_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
     sa.Column("replaced_by", sa.Uuid, nullable=True),
@@ -125,6 +125,13 @@ tasks = sa.Table(
         postgresql_where=sa.text("status NOT IN ('completed', 'failed', 'cancelled')"),
         sqlite_where=sa.text("status NOT IN ('completed', 'failed', 'cancelled')"),
     ),
+    # Finished root tasks, oldest first, for the retention purge.
+    sa.Index(
+        "ix_tasks_roots_finished",
+        "finished_at",
+        postgresql_where=sa.text("parent_id IS NULL AND finished_at IS NOT NULL"),
+        sqlite_where=sa.text("parent_id IS NULL AND finished_at IS NOT NULL"),
+    ),
     sa.UniqueConstraint("parent_id", "key"),
 )
 
@@ -151,7 +158,7 @@ audit_log = sa.Table(
     "audit_log",
     metadata,
     sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
-    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False, index=True),
     sa.Column("actor_id", sa.Uuid, nullable=True),
     sa.Column("actor", sa.String(64), nullable=True),
     sa.Column("action", sa.String(64), nullable=False),

@@ -76,7 +76,11 @@ async def test_unknown_user_costs_as_much_hashing_as_a_wrong_password(
     """Without the dummy hash an unknown user would answer many times faster."""
     # A real cost (~tens of ms a hash) so the hashing dominates everything else.
     costly = PasswordsConfig(time_cost=2, memory_cost_kib=32 * 1024, parallelism=1)
-    roomy = RateLimitsConfig(login_per_ip="1000/minute", login_per_username="1000/minute")
+    roomy = RateLimitsConfig(
+        login_per_ip="1000/minute",
+        login_failures_per_client="1000/minute",
+        login_failures_per_username="1000/minute",
+    )
     config = security_config(passwords=costly, rate_limits=roomy)
     async with make_auth_client(config=config) as (app, client):
         await add_user(app, Role.DEVELOPER, "ada")

@@ -1,10 +1,13 @@
-"""Rate limits on the API: login per IP and per username, every request per user.
+"""Rate limits on the API: reads, writes and submissions per user; logins per client IP,
+failures per (username, client IP) and per username; forwarded headers from listed
+proxies only.
 
 On Redis, two app instances (as two API replicas would) share one limit.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +24,11 @@ from devteam.settings.security import RateLimitsConfig
 from tests.auth import JWT_SECRET, add_user, assert_error, bearer, login, security_config
 
 LIMITS = RateLimitsConfig(
-    api_per_user="5/minute",
+    reads_per_user="5/minute",
+    writes_per_user="5/minute",
     login_per_ip="3/minute",
-    login_per_username="4/minute",
+    login_failures_per_client="3/minute",
+    login_failures_per_username="4/minute",
     ws_connect_per_user="2/minute",
 )
 
@@ -66,20 +71,53 @@ async def test_login_is_limited_per_ip(make_auth_client: Callable[..., Any]) -> 
             assert (await login(elsewhere, "ada"))["access_token"]
 
 
-async def test_login_is_limited_per_username(make_auth_client: Callable[..., Any]) -> None:
+async def test_failed_logins_per_username_from_anywhere_have_a_threshold(
+    make_auth_client: Callable[..., Any],
+) -> None:
     async with make_auth_client(config=security_config(rate_limits=LIMITS)) as (app, _):
         await add_user(app, Role.DEVELOPER, "ada")
+        # The owner's own successful logins use no failure budget.
+        for n in range(5):
+            async with client_from(app, f"10.0.3.{n}") as client:
+                assert (await login(client, "ada"))["access_token"]
         statuses = []
         for n in range(5):
             async with client_from(app, f"10.0.1.{n}") as client:
                 statuses.append(await attempt(client, "ADA" if n % 2 else "ada"))
-        # Case does not make another username.
+        # Case does not make another username; one failure from each of four places
+        # reaches the per-username threshold, and then no place may try "ada".
         assert statuses == [401, 401, 401, 401, 429]
         async with client_from(app, "10.0.2.1") as client:
+            assert await attempt(client, "ada", "correct horse battery staple") == 429
             assert await attempt(client, "bob") == 401
 
 
-async def test_api_is_limited_per_user(make_auth_client: Callable[..., Any]) -> None:
+async def test_the_owner_logs_in_from_elsewhere_while_an_attackers_client_is_limited(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    limits = LIMITS.model_copy(
+        update={"login_per_ip": "100/minute", "login_failures_per_username": "100/minute"}
+    )
+    async with make_auth_client(config=security_config(rate_limits=limits)) as (app, _):
+        await add_user(app, Role.DEVELOPER, "ada")
+        await add_user(app, Role.DEVELOPER, "bob")
+        async with client_from(app, "10.6.6.6") as attacker, client_from(app, "10.0.0.7") as owner:
+            # Thirty wrong passwords for "ada": three fail, the rest are refused.
+            statuses = [await attempt(attacker, "ada") for _ in range(30)]
+            assert statuses == [401] * 3 + [429] * 27
+            refused = await attacker.post(
+                "/api/v1/auth/token", data={"username": "ada", "password": "x"}
+            )
+            assert_rate_limited(refused, 3)
+            # The attacker's client cannot get in even with the right password ...
+            assert await attempt(attacker, "ada", "correct horse battery staple") == 429
+            # ... but the owner, from their own client, can; and the attacker's client
+            # still reaches other accounts (another user behind the same address).
+            assert (await login(owner, "ada"))["access_token"]
+            assert (await login(attacker, "bob"))["access_token"]
+
+
+async def test_reads_are_limited_per_user(make_auth_client: Callable[..., Any]) -> None:
     async with make_auth_client(config=security_config(rate_limits=LIMITS)) as (app, client):
         ada = await add_user(app, Role.DEVELOPER)
         bob = await add_user(app, Role.DEVELOPER)
@@ -143,3 +181,90 @@ async def test_two_instances_share_limits_on_redis(
             seen.append((response.status_code, response.headers["ratelimit-remaining"]))
         assert seen == [(200, "4"), (200, "3"), (200, "2"), (200, "1"), (200, "0")]
         assert_rate_limited(await b.get("/api/v1/users/me", headers=headers), 5)
+
+
+async def test_a_client_polling_reads_is_not_refused_while_its_writes_are(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    limits = LIMITS.model_copy(
+        update={"reads_per_user": "200/minute", "writes_per_user": "3/minute"}
+    )
+    async with make_auth_client(config=security_config(rate_limits=limits)) as (app, client):
+        user = await add_user(app, Role.DEVELOPER)
+        headers = bearer((await login(client, user.username))["access_token"])
+        cancel = f"/api/v1/tasks/{uuid.uuid4()}/cancel"
+        writes = [(await client.post(cancel, headers=headers)).status_code for _ in range(3)]
+        assert writes == [404, 404, 404]  # counted, whatever the answer
+        refused = await client.post(cancel, headers=headers)
+        assert_rate_limited(refused, 3)
+        # A dashboard polling as fast as it can is not refused meanwhile: 100 reads.
+        for n in range(100):
+            response = await client.get("/api/v1/tasks", headers=headers)
+            assert response.status_code == 200, response.text
+            assert response.headers["ratelimit-limit"] == "200"
+            assert int(response.headers["ratelimit-remaining"]) == 199 - n
+        assert_rate_limited(await client.post(cancel, headers=headers), 3)
+
+
+async def test_task_submissions_have_their_own_budget(make_auth_client: Callable[..., Any]) -> None:
+    limits = LIMITS.model_copy(
+        update={"writes_per_user": "50/minute", "task_submissions_per_user": "2/minute"}
+    )
+    async with make_auth_client(config=security_config(rate_limits=limits)) as (app, client):
+        user = await add_user(app, Role.DEVELOPER)
+        headers = bearer((await login(client, user.username))["access_token"])
+        body = {"task": "Add a health endpoint to the service", "complexity": 3}
+        first = await client.post("/api/v1/tasks", json=body, headers=headers)
+        assert first.status_code == 202, first.text
+        # The tighter of the two budgets is the one reported.
+        assert (first.headers["ratelimit-limit"], first.headers["ratelimit-remaining"]) == (
+            "2",
+            "1",
+        )
+        assert (await client.post("/api/v1/tasks", json=body, headers=headers)).status_code == 202
+        assert_rate_limited(await client.post("/api/v1/tasks", json=body, headers=headers), 2)
+        # Other writes still have room.
+        cancel = await client.post(f"/api/v1/tasks/{first.json()['id']}/cancel", headers=headers)
+        assert cancel.status_code == 202, cancel.text
+        assert cancel.headers["ratelimit-limit"] == "50"
+
+
+async def login_from(url: str, forwarded_for: str, username: str) -> int:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post(
+            "/api/v1/auth/token",
+            data={"username": username, "password": "wrong"},
+            headers={"X-Forwarded-For": forwarded_for},
+        )
+    return response.status_code
+
+
+async def audited_ips(app: FastAPI) -> list[str | None]:
+    async with app.state.services.store.read() as tx:
+        entries = await tx.audit.list(action="auth.login", limit=100)
+    return sorted(e.client_ip or "" for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("proxies", "trusted"),
+    [
+        pytest.param(None, False, id="no proxy listed"),
+        pytest.param(["10.20.0.0/16"], False, id="another proxy listed"),
+        pytest.param(["127.0.0.1"], True, id="this proxy listed"),
+    ],
+)
+async def test_forwarded_headers_count_only_from_a_listed_proxy(
+    make_live_server: Callable[..., Any], proxies: list[str] | None, trusted: bool
+) -> None:
+    overrides = {} if proxies is None else {"forwarded_allow_ips": proxies}
+    config = security_config(rate_limits=LIMITS)
+    async with make_live_server(config, **overrides) as server:
+        # An attacker rotating X-Forwarded-For to escape the per-IP limit (3/minute).
+        statuses = [await login_from(server.url, f"203.0.113.{n}", f"user{n}") for n in range(1, 5)]
+        ips = await audited_ips(server.app)
+    if trusted:
+        assert statuses == [401, 401, 401, 401]
+        assert ips == [f"203.0.113.{n}" for n in range(1, 5)]
+    else:
+        assert statuses == [401, 401, 401, 429]
+        assert ips == ["127.0.0.1"] * 3

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
-from devteam.api.security import AuditorDep, CurrentUser, require
+from devteam.api.security import AuditorDep, CurrentUser, SecurityDep, require
 from devteam.domain.audit import AuditOutcome
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
@@ -27,6 +27,7 @@ from devteam.domain.permissions import TASKS_APPROVE, TASKS_CANCEL, TASKS_READ, 
 from devteam.domain.tasks import Budget, Task, TaskError, TaskRequest, TaskSummary, Usage
 from devteam.orchestration.team_leader import Within
 from devteam.security import AuditAction, Auditor, Principal, authorize_owned
+from devteam.security.ratelimit import RateLimitScope
 from devteam.storage import Store, UnitOfWork
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -70,6 +71,7 @@ _TASK_EXAMPLE: dict[str, Any] = {
         {
             "id": _SUBTASK_ID,
             "key": "analysis",
+            "task": "Map the modules that handle login and where the rate limits are applied",
             "status": "completed",
             "agent_type": "codebase_analyzer",
             "phase": "analysis",
@@ -278,6 +280,7 @@ async def submit_task(
     body: TaskRequest,
     caller: Annotated[Principal, require(Permission.TASKS_CREATE)],
     services: ServicesDep,
+    security: SecurityDep,
     auditor: AuditorDep,
     response: Response,
     idempotency_key: Annotated[
@@ -290,6 +293,12 @@ async def submit_task(
         ),
     ] = None,
 ) -> TaskOut:
+    # Submissions have their own budget on top of the writes': each one starts work.
+    state = await security.rate_limiter.hit(RateLimitScope.TASK_SUBMIT, str(caller.id))
+    if state is not None and state.remaining < int(
+        response.headers.get("RateLimit-Remaining", state.remaining + 1)
+    ):
+        response.headers.update(state.headers())
     details = {"agent_type": body.agent_type, "complexity": body.complexity}
     async with _audit_refusals(auditor, AuditAction.TASK_SUBMIT, caller, None):
         submission = await services.team_leader.submit(

@@ -116,6 +116,9 @@ class RecordStatusEvent(TaskRule):
         }
         if task.key:
             data["key"] = task.key
+        if not task.is_root:
+            # A subtask's events say what it does, so a live view needs no extra read.
+            data["task"] = task.task
         if task.agent_type:
             data["agent_type"] = task.agent_type.value
         if ctx.reason:

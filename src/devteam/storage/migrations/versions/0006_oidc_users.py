@@ -1,7 +1,7 @@
 """single sign-on: users keep their provider's issuer and subject
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0004
 Create Date: 2026-12-06 04:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
