@@ -35,6 +35,7 @@ import shlex
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -175,6 +176,8 @@ class Sandbox:
             raise ValidationFailed("timeout_s must be positive")
         if self.isolation == "bubblewrap":
             bwrap = await _usable_bwrap(self.bwrap_path)
+            if bwrap not in _probed:
+                await self._probe(bwrap)
             return await self._run_bwrap(bwrap, argv, shown, workdir, timeout, network, extra)
         return await self._run_unisolated(argv, shown, workdir, timeout, extra)
 
@@ -193,23 +196,37 @@ class Sandbox:
 
     # -- bubblewrap --------------------------------------------------------------
 
-    def _bwrap_argv(self, bwrap: str, argv: list[str], workdir: Path, network: bool) -> list[str]:
-        args = [
-            bwrap,
-            "--unshare-all",
-            "--unshare-user",
-            "--uid",
-            str(SANDBOX_UID),
-            "--gid",
-            str(SANDBOX_UID),
-            "--disable-userns",
-            "--die-with-parent",
-            "--new-session",
-            "--hostname",
-            "sandbox",
-        ]
-        if network:
-            args.append("--share-net")
+    def _bwrap_argv(
+        self, bwrap: str, argv: list[str], workdir: Path, network: bool, userns_fd: int | None
+    ) -> list[str]:
+        if userns_fd is None:
+            # The service is an ordinary user: bwrap maps it to `nobody` in a user
+            # namespace of its own, where RLIMIT_NPROC counts the sandbox's processes.
+            identity = ["--unshare-all", "--unshare-user", "--disable-userns"]
+            identity += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+            identity += ["--share-net"] if network else []
+            become: list[str] = []
+        else:
+            # The service is root, which RLIMIT_NPROC never binds: the command runs as
+            # the host's `nobody`, in a user namespace mapping root and nobody, with one
+            # capability (overriding file permissions) so it can write the worktree.
+            identity = ["--userns", str(userns_fd)]
+            kinds = ("ipc", "pid", "uts") if network else ("ipc", "pid", "net", "uts")
+            identity += [f"--unshare-{kind}" for kind in kinds]
+            identity += ["--unshare-cgroup-try"]
+            identity += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            identity += ["--cap-add", "CAP_DAC_OVERRIDE"]
+            become = [
+                "setpriv",
+                f"--reuid={SANDBOX_UID}",
+                f"--regid={SANDBOX_UID}",
+                "--clear-groups",
+                "--inh-caps=-all,+dac_override",
+                "--ambient-caps=-all,+dac_override",
+                "--bounding-set=-all,+dac_override",
+                "--",
+            ]
+        args = [bwrap, *identity, "--die-with-parent", "--new-session", "--hostname", "sandbox"]
         for path in (*SYSTEM_PATHS, *self.read_only_paths):
             args += _mount_read_only(path)
         args += _hide_private_files("/etc")
@@ -224,6 +241,7 @@ class Sandbox:
             "--bind", str(self.root), str(self.root),
             "--chdir", str(workdir),
             "--",
+            *become,
             *_limits_prefix(self.limits),
             *argv,
         ]  # fmt: skip
@@ -240,19 +258,38 @@ class Sandbox:
         extra: dict[str, str],
     ) -> CommandResult:
         environment = _base_env(home=SANDBOX_HOME, tmpdir="/tmp") | extra
-        started = time.monotonic()
-        # bwrap's --die-with-parent ties the sandbox to the thread that starts it: run()
-        # is a coroutine, so that is the event loop's thread, which lives as long as we do.
-        process = await asyncio.create_subprocess_exec(
-            *self._bwrap_argv(bwrap, argv, workdir, network),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=environment,
-            cwd="/",
-            start_new_session=True,
-        )
+        userns_fd = await _unprivileged_userns() if os.geteuid() == 0 else None
+        try:
+            started = time.monotonic()
+            # bwrap's --die-with-parent ties the sandbox to the thread that starts it: run()
+            # is a coroutine, so that is the event loop's thread, which lives as long as we do.
+            process = await asyncio.create_subprocess_exec(
+                *self._bwrap_argv(bwrap, argv, workdir, network, userns_fd),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=environment,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=() if userns_fd is None else (userns_fd,),
+            )
+        finally:
+            if userns_fd is not None:
+                os.close(userns_fd)
         return await self._collect(process, shown, timeout, started, warning=None)
+
+    async def _probe(self, bwrap: str) -> None:
+        """Create one sandbox running `true`: bwrap may be there yet unable to work
+        (user namespaces turned off, a seccomp policy refusing mounts)."""
+        result = await self._run_bwrap(bwrap, ["true"], "true", self.root, 30, False, {})
+        if result.exit_code != 0:
+            reason = result.output.strip() or f"exit code {result.exit_code}"
+            raise SandboxUnavailable(
+                f"bubblewrap ({bwrap}) cannot create a sandbox here: {reason}; allow "
+                "unprivileged user namespaces, or set sandbox.isolation: none in "
+                "config/verification.yaml to run commands without isolation"
+            )
+        _probed.add(bwrap)
 
     # -- no isolation (the operator's choice) -----------------------------------
 
@@ -413,6 +450,49 @@ def _base_env(*, home: str, tmpdir: str) -> dict[str, str]:
     }
 
 
+_USERNS_HOLDER = (
+    "import ctypes, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:\n"  # CLONE_NEWUSER
+    "    sys.exit(f'unshare: errno {ctypes.get_errno()}')\n"
+    "sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.read()\n"
+)
+
+
+async def _unprivileged_userns() -> int:
+    """A file descriptor of a new user namespace mapping root and nobody to themselves.
+
+    Only root can map more than its own uid; a helper process creates the
+    namespace, root writes its maps, and the open descriptor keeps it alive after
+    the helper is gone.
+    """
+    helper = await asyncio.create_subprocess_exec(
+        sys.executable, "-S", "-c", _USERNS_HOLDER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": SANDBOX_PATH},
+    )  # fmt: skip
+    assert helper.stdin is not None and helper.stdout is not None
+    try:
+        ready = await asyncio.wait_for(helper.stdout.read(5), 30)
+        if ready != b"ready":
+            assert helper.stderr is not None
+            problem = (await helper.stderr.read()).decode("utf-8", "replace").strip()
+            raise SandboxUnavailable(f"cannot create a user namespace: {problem or 'no answer'}")
+        mapping = f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n"
+        try:
+            Path(f"/proc/{helper.pid}/uid_map").write_text(mapping)
+            Path(f"/proc/{helper.pid}/gid_map").write_text(mapping)
+            return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot map the sandbox's user: {exc}") from None
+    finally:
+        helper.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
+        await helper.wait()
+
+
 def _limits_prefix(limits: SandboxLimits) -> list[str]:
     """`prlimit` setting every limit, then exec'ing the command (no extra process)."""
     return [
@@ -502,11 +582,11 @@ def _resolver_mounts() -> list[str]:
 
 
 _probed: set[str] = set()
-"""bwrap paths known to work (probed once per process)."""
+"""bwrap programs known to create a sandbox here (each is tried once per process)."""
 
 
 async def _usable_bwrap(configured: str) -> str:
-    """The path of a bubblewrap that can create a sandbox here, or `SandboxUnavailable`."""
+    """The path of the bubblewrap program, or `SandboxUnavailable`."""
     found = shutil.which(configured)
     if found is None:
         raise SandboxUnavailable(
@@ -514,32 +594,9 @@ async def _usable_bwrap(configured: str) -> str:
             "package), or set sandbox.isolation: none in config/verification.yaml to run "
             "commands without isolation"
         )
-    if found in _probed:
-        return found
-    if shutil.which("prlimit") is None:
-        raise SandboxUnavailable(
-            "prlimit (util-linux) was not found: the sandbox needs it to set its limits"
-        )
-    process = await asyncio.create_subprocess_exec(
-        found, "--unshare-all", "--unshare-user", "--die-with-parent",
-        "--ro-bind", "/", "/", "--", "true",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": SANDBOX_PATH},
-    )  # fmt: skip
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        stderr = b"it did not finish in 30 s"
-    if process.returncode != 0:
-        reason = stderr.decode("utf-8", "replace").strip() or f"exit {process.returncode}"
-        raise SandboxUnavailable(
-            f"bubblewrap ({found}) cannot create a sandbox here: {reason}; allow "
-            "unprivileged user namespaces, or set sandbox.isolation: none in "
-            "config/verification.yaml to run commands without isolation"
-        )
-    _probed.add(found)
+    for tool in ("prlimit", "setpriv") if os.geteuid() == 0 else ("prlimit",):
+        if shutil.which(tool, path=SANDBOX_PATH) is None:
+            raise SandboxUnavailable(
+                f"{tool} (util-linux) was not found: the sandbox needs it to set its limits"
+            )
     return found
