@@ -152,6 +152,16 @@ class Sandbox:
             read_only_paths=config.read_only_paths,
         )
 
+    def with_limits(self, limits: SandboxLimits) -> Sandbox:
+        """The same sandbox with other limits."""
+        return Sandbox(
+            self.root,
+            limits,
+            isolation=self.isolation,
+            bwrap_path=self.bwrap_path,
+            read_only_paths=self.read_only_paths,
+        )
+
     async def run(
         self,
         command: str | Sequence[str],
