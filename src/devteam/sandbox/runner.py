@@ -249,6 +249,7 @@ class Sandbox:
             "--tmpfs", "/var/tmp",
             "--tmpfs", SANDBOX_HOME,
             "--bind", str(self.root), str(self.root),
+            *_protect_git_metadata(self.root),
             "--chdir", str(workdir),
             "--",
             *become,
@@ -551,6 +552,16 @@ def _mount_read_only(path: str) -> list[str]:
     if host.exists():
         return ["--ro-bind", path, path]
     return []
+
+
+def _protect_git_metadata(root: Path) -> list[str]:
+    """`.git` read-only: DevTeam runs git in the worktree outside the sandbox, and a
+    command rewriting `.git` (its config, hooks, or the worktree's `gitdir:` pointer)
+    would otherwise choose what git executes there."""
+    git = root / ".git"
+    if git.is_symlink() or not git.exists():
+        return []
+    return ["--ro-bind", str(git), str(git)]
 
 
 def _hide_private_files(top: str) -> list[str]:

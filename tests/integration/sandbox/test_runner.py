@@ -129,6 +129,27 @@ async def test_writes_only_inside_the_worktree(folders: Folders) -> None:
     assert not Path.home().joinpath(marker).exists(), "the home inside is private"
 
 
+@pytest.mark.parametrize("kind", ["worktree-pointer", "repository"])
+async def test_git_metadata_is_read_only(folders: Folders, kind: str) -> None:
+    git = folders.root / ".git"
+    if kind == "worktree-pointer":
+        git.write_text("gitdir: /projects/app/.git/worktrees/task\n")
+        attack = "echo 'gitdir: evil' > .git"
+    else:
+        (git / "hooks").mkdir(parents=True)
+        (git / "config").write_text("[core]\n")
+        attack = "echo '[core] fsmonitor = evil' >> .git/config; touch .git/hooks/pre-commit"
+    result = await run(folders, f"{attack}; echo ran")
+    assert "Read-only file system" in result.output and "ran" in result.output
+    if kind == "worktree-pointer":
+        assert git.read_text() == "gitdir: /projects/app/.git/worktrees/task\n"
+    else:
+        assert (git / "config").read_text() == "[core]\n"
+        assert not (git / "hooks" / "pre-commit").exists()
+    moved = await run(folders, "mv .git moved || rm -rf .git || echo kept")
+    assert "kept" in moved.output and git.exists()
+
+
 async def test_etc_shadow_is_unreadable(folders: Folders) -> None:
     shadow = Path("/etc/shadow")
     if not shadow.exists():
