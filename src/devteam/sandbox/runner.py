@@ -465,7 +465,10 @@ _USERNS_HOLDER = (
     "import ctypes, sys\n"
     "if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:\n"  # CLONE_NEWUSER
     "    sys.exit(f'unshare: errno {ctypes.get_errno()}')\n"
-    "sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.read()\n"
+    "sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.readline()\n"
+    # Mapped now: no user namespace may be created inside this one.
+    "open('/proc/sys/user/max_user_namespaces', 'w').write('0')\n"
+    "sys.stdout.write('mapped'); sys.stdout.flush(); sys.stdin.read()\n"
 )
 
 
@@ -473,8 +476,8 @@ async def _unprivileged_userns() -> int:
     """A file descriptor of a new user namespace mapping root and nobody to themselves.
 
     Only root can map more than its own uid; a helper process creates the
-    namespace, root writes its maps, and the open descriptor keeps it alive after
-    the helper is gone.
+    namespace, root writes its maps, the helper forbids nested user namespaces
+    in it, and the open descriptor keeps it alive after the helper is gone.
     """
     helper = await asyncio.create_subprocess_exec(
         sys.executable, "-S", "-c", _USERNS_HOLDER,
@@ -485,23 +488,33 @@ async def _unprivileged_userns() -> int:
     )  # fmt: skip
     assert helper.stdin is not None and helper.stdout is not None
     try:
-        ready = await asyncio.wait_for(helper.stdout.read(5), 30)
-        if ready != b"ready":
-            assert helper.stderr is not None
-            problem = (await helper.stderr.read()).decode("utf-8", "replace").strip()
-            raise SandboxUnavailable(f"cannot create a user namespace: {problem or 'no answer'}")
+        await _expect(helper, b"ready")
         mapping = f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n"
         try:
             Path(f"/proc/{helper.pid}/uid_map").write_text(mapping)
             Path(f"/proc/{helper.pid}/gid_map").write_text(mapping)
-            return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise SandboxUnavailable(f"cannot map the sandbox's user: {exc}") from None
+        helper.stdin.write(b"go\n")
+        await helper.stdin.drain()
+        await _expect(helper, b"mapped")
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         helper.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             helper.kill()
         await helper.wait()
+
+
+async def _expect(helper: asyncio.subprocess.Process, word: bytes) -> None:
+    assert helper.stdout is not None and helper.stderr is not None
+    try:
+        answer = await asyncio.wait_for(helper.stdout.readexactly(len(word)), 30)
+    except (asyncio.IncompleteReadError, TimeoutError):
+        answer = b""
+    if answer != word:
+        problem = (await helper.stderr.read()).decode("utf-8", "replace").strip()
+        raise SandboxUnavailable(f"cannot create a user namespace: {problem or 'no answer'}")
 
 
 def _limits_prefix(limits: SandboxLimits) -> list[str]:

@@ -173,6 +173,11 @@ async def test_the_services_files_are_not_there(folders: Folders) -> None:
     assert not top & {"root", "srv", "work", "service-data"}, result.output
 
 
+async def test_no_user_namespace_can_be_created_inside(folders: Folders) -> None:
+    result = await run(folders, "unshare --user --map-root-user id -u || echo refused")
+    assert result.output.splitlines()[-1] == "refused", result.output
+
+
 async def test_host_processes_are_not_visible(folders: Folders) -> None:
     result = await run(folders, "ls /proc | grep -c '^[0-9]'")
     assert int(result.output) <= 5, "only the sandbox's own processes"
