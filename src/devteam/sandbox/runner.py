@@ -405,13 +405,15 @@ class _CappedOutput:
             chunk = chunk[room:]
         if chunk:
             self.tail += chunk
-            if len(self.tail) > self.tail_cap:
+            # Trimmed once it holds twice its share, so a flood costs linear time.
+            if len(self.tail) > 2 * self.tail_cap:
                 del self.tail[: len(self.tail) - self.tail_cap]
 
     def note(self, line: str) -> None:
         self.notes.append(line)
 
     def text(self) -> tuple[str, bool]:
+        del self.tail[: max(0, len(self.tail) - self.tail_cap)]
         omitted = self.total - len(self.head) - len(self.tail)
         parts = [self.head.decode("utf-8", "replace")]
         if omitted > 0:
