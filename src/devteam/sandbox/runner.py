@@ -237,17 +237,23 @@ class Sandbox:
                 "--",
             ]
         args = [bwrap, *identity, "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        for path in (*SYSTEM_PATHS, *self.read_only_paths):
+        for path in SYSTEM_PATHS:
             args += _mount_read_only(path)
-        args += _hide_private_files("/etc")
-        if network:
-            args += _resolver_mounts()
         args += [
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
             "--tmpfs", "/var/tmp",
             "--tmpfs", SANDBOX_HOME,
+        ]  # fmt: skip
+        # Mounted in order: the operator's folders may lie under /tmp; the masks cover
+        # files of every read-only folder; the worktree and its .git come last.
+        for path in self.read_only_paths:
+            args += _mount_read_only(path)
+        args += _private_file_mounts((*PRIVATE_FILES_UNDER, *self.read_only_paths))
+        if network:
+            args += _resolver_mounts()
+        args += [
             "--bind", str(self.root), str(self.root),
             *_protect_git_metadata(self.root),
             "--chdir", str(workdir),
@@ -579,12 +585,33 @@ def _protect_git_metadata(root: Path) -> list[str]:
     return ["--ro-bind", str(git), str(git)]
 
 
+PRIVATE_FILES_UNDER = ("/etc", "/opt")
+"""Visible folders searched for files others may not read (/usr holds none)."""
+_PRIVATE_FILES_TTL_S = 60.0
+_private_files: dict[str, tuple[float, list[str]]] = {}
+
+
+def _private_file_mounts(tops: Sequence[str]) -> list[str]:
+    """`_hide_private_files` of each of `tops`, each one searched again after a minute."""
+    mounts: list[str] = []
+    now = time.monotonic()
+    for top in tops:
+        cached = _private_files.get(top)
+        if cached is None or now - cached[0] > _PRIVATE_FILES_TTL_S:
+            cached = _private_files[top] = (now, _hide_private_files(top))
+        mounts += cached[1]
+    return mounts
+
+
 def _hide_private_files(top: str) -> list[str]:
     """Mounts that cover what others may not read under `top` (e.g. /etc/shadow, ssh keys).
 
-    Inside the sandbox the command's user maps to the service's own, which may be
-    root: permissions alone would not keep root-only files from it.
+    Inside the sandbox the command's user maps to the service's own, or may
+    override permissions on root's files (see `_bwrap_argv`): permissions alone
+    would not keep root-only files from it.
     """
+    if not os.path.isdir(top) or os.path.islink(top):
+        return []
     mounts: list[str] = []
     for folder, dirs, files in os.walk(top):
         for name in list(dirs):

@@ -162,6 +162,25 @@ async def test_etc_shadow_is_unreadable(folders: Folders) -> None:
         assert "root:" in shadow.read_text(), "the service itself can read it"
 
 
+async def test_extra_read_only_folders_keep_their_private_files(
+    folders: Folders, tmp_path: Path
+) -> None:
+    toolchain = tmp_path / "toolchain"
+    (toolchain / "keys").mkdir(parents=True)
+    (toolchain / "bin.txt").write_text("public\n")
+    (toolchain / "license.key").write_text("private\n")
+    (toolchain / "license.key").chmod(0o600)
+    (toolchain / "keys" / "a.pem").write_text("private\n")
+    (toolchain / "keys").chmod(0o700)
+    extended = Sandbox(folders.root, SandboxLimits(), read_only_paths=[str(toolchain)])
+    result = await extended.run(
+        f"cd {shlex.quote(str(toolchain))}; cat bin.txt license.key keys/a.pem; touch new"
+    )
+    assert result.output.count("public") == 1 and "private" not in result.output
+    assert "Read-only file system" in result.output
+    assert not (toolchain / "new").exists()
+
+
 async def test_the_services_files_are_not_there(folders: Folders) -> None:
     repository = Path(__file__).resolve().parents[3]
     paths = [folders.secret, folders.data, repository / "pyproject.toml", Path.home(), "/root"]
