@@ -279,3 +279,19 @@ def test_the_command_line_warns_at_start_without_isolation(root: Path, tmp_path:
         [*command[:-1], str(tmp_path / "missing")], capture_output=True, timeout=30, check=False
     )
     assert bad.returncode == 2 and b"not a folder" in bad.stderr
+
+
+async def test_a_command_retires_what_the_workspace_server_cached(
+    make_manager: MakeManager, root: Path
+) -> None:
+    from devteam.settings import load_config
+
+    workspace = load_config(REPO / "config").mcp_servers.servers["workspace"].model_dump()
+    manager = make_manager({"workspace": workspace, "sandbox": shipped_sandbox()})
+    data = {"path": "pkg/data.txt"}
+    async with manager.task_scope(root) as scope:
+        assert (await scope.call("workspace", "read_file", data)).text == "payload\n"
+        assert (await scope.call("workspace", "read_file", data)).cached
+        await scope.call("sandbox", "run_command", {"command": "echo changed > pkg/data.txt"})
+        fresh = await scope.call("workspace", "read_file", data)
+        assert (fresh.cached, fresh.text) == (False, "changed\n")
