@@ -3,21 +3,26 @@
 `Sandbox(root, limits).run(command)` runs the command under bubblewrap:
 
 - the root (a project's worktree) is the only writable path, mounted at its own
-  path; /usr, /etc and /opt are visible read-only, with every file of /etc that
-  only its owner may read (/etc/shadow, …) replaced by an empty one; nothing
-  else of the host is there (no /root, /home, /run, /var, /srv, no other
-  worktree, none of the service's files);
+  path, with its `.git` read-only; /usr, /etc and /opt (and the operator's
+  `read_only_paths`) are visible read-only, with every file there that others
+  may not read (/etc/shadow, keys, …) replaced by an empty one; nothing else of
+  the host is there (no /root, /home, /run, /var, /srv, no other worktree, none
+  of the service's files);
 - a private /tmp and home, a /proc of its own pid namespace, a minimal /dev;
-- new namespaces of every kind (`--unshare-all`), so no network unless asked
-  for, and no view of the host's processes; a new session (no terminal);
+- new namespaces of every kind, so no network unless asked for (not even the
+  host's loopback), no view of the host's processes, no nested user namespace;
+  a new session (no terminal);
 - limits on each process: CPU time, address space, file size and the number of
-  processes (RLIMIT_NPROC, counted per user namespace, so per sandbox);
+  processes (RLIMIT_NPROC, counted per user namespace, so per sandbox; commands
+  run as `nobody`, and as the host's `nobody` when the service is root, whom the
+  process limit would not bind);
 - an environment built from scratch: PATH, HOME, TMPDIR, LANG, TERM=dumb and
   whatever the caller passes, never the service's own variables.
 
 The whole process tree is killed when the command runs past its timeout, when
 the caller's `run` is cancelled, and when the calling process dies (bwrap's
 `--die-with-parent`; the sandbox's pid namespace dies with its first process).
+A command that ends leaves nothing running either.
 
 With `isolation="none"` (operator's choice: `sandbox.isolation: none`) commands
 run directly, in their own session, with the same environment and limits but no
