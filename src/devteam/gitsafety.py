@@ -26,13 +26,33 @@ checks that nothing it includes lies inside one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
 PROTOCOLS = frozenset({"file", "git", "http", "https", "ssh"})
 """Transports delivery may allow; every other one (`ext::` above all) stays refused."""
 
 NOWHERE = os.devnull
+
+_IGNORED_BY_HFS = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+"""Code points macOS drops from file names (git's `is_hfs_dotgit` skips them too)."""
+
+
+def is_dot_git(name: str) -> bool:
+    """Whether a file name means `.git` to git on some file system.
+
+    Any case (`.GIT`), trailing dots and spaces and an NTFS stream suffix
+    (`.git.`, `.git::$INDEX_ALLOCATION`), the 8.3 short name `git~1`, and code
+    points HFS+ ignores (`.g\u200cit`).
+    """
+    folded = _IGNORED_BY_HFS.sub("", name).casefold().split(":", 1)[0].rstrip(". ")
+    return folded in (".git", "git~1")
+
+
+def names_dot_git(path: PurePath) -> bool:
+    """Whether any component of `path` is a `.git` (see `is_dot_git`)."""
+    return any(is_dot_git(part) for part in path.parts)
 
 OVERRIDES: tuple[tuple[str, str], ...] = (
     ("core.hooksPath", NOWHERE),

@@ -34,6 +34,7 @@ from devteam.agents.git import GitError, Repository, git, succeeds
 from devteam.agents.models import FileChange, FileStatus
 from devteam.domain.agents import AgentFailed
 from devteam.domain.errors import ErrorCode
+from devteam.gitsafety import is_dot_git
 from devteam.observability.logging import get_logger
 from devteam.settings.agents import GitConfig
 
@@ -63,12 +64,6 @@ class WorkspaceTampered(AgentFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.WORKSPACE_TAMPERED, message)
-
-
-def is_dot_git(name: str) -> bool:
-    """Whether a file name is `.git` to git on some file system (any case, `.git.`, `git~1`)."""
-    folded = name.casefold().rstrip(". ")
-    return folded in (".git", "git~1")
 
 
 @dataclass(frozen=True, slots=True)
