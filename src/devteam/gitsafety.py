@@ -54,6 +54,7 @@ def names_dot_git(path: PurePath) -> bool:
     """Whether any component of `path` is a `.git` (see `is_dot_git`)."""
     return any(is_dot_git(part) for part in path.parts)
 
+
 OVERRIDES: tuple[tuple[str, str], ...] = (
     ("core.hooksPath", NOWHERE),
     ("core.fsmonitor", "false"),

@@ -117,9 +117,7 @@ class Worktree:
                 f"the worktree's .git was changed: it no longer names {self.git_dir}"
             )
         if planted := await asyncio.to_thread(_nested_git, self.path):
-            raise WorkspaceTampered(
-                f"the worktree holds a git folder or file of its own: {planted}"
-            )
+            raise WorkspaceTampered(f"the worktree holds a .git of its own: {planted}")
         for origin in await _config_files(self.repository):
             if origin.is_relative_to(self._untrusted):
                 raise WorkspaceTampered(f"git would read configuration from a worktree: {origin}")
