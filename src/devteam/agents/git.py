@@ -50,10 +50,16 @@ class Repository:
         return ["git", f"--git-dir={self.git_dir}", *tree, *args]
 
     def environment(
-        self, extra: Mapping[str, str] | None = None, protocols: Iterable[str] = ()
+        self,
+        extra: Mapping[str, str] | None = None,
+        protocols: Iterable[str] = (),
+        ssh_command: str | None = None,
     ) -> dict[str, str]:
         env = process_environment(
-            git_dir=self.git_dir, work_tree=self.work_tree, protocols=protocols
+            git_dir=self.git_dir,
+            work_tree=self.work_tree,
+            protocols=protocols,
+            ssh_command=ssh_command,
         )
         env.update(extra or {})
         return env
@@ -65,10 +71,13 @@ async def git(
     check: bool = True,
     env: Mapping[str, str] | None = None,
     protocols: Iterable[str] = (),
+    ssh_command: str | None = None,
 ) -> str:
     """`git args...` on `repo`; its stdout, or `GitError` when it fails (with `check`).
 
-    `protocols` are the transports the call may use (see `gitsafety.PROTOCOLS`).
+    `protocols` are the transports the call may use (see `gitsafety.PROTOCOLS`);
+    `ssh_command` is the operator's (`GitConfig.ssh_command`), for calls reaching
+    a remote over ssh.
     """
     process = await asyncio.create_subprocess_exec(
         *repo.command(*args),
@@ -76,7 +85,7 @@ async def git(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=repo.environment(env, protocols),
+        env=repo.environment(env, protocols, ssh_command),
     )
     try:
         stdout, stderr = await process.communicate()

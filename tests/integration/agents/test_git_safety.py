@@ -296,6 +296,17 @@ async def test_the_repository_ssh_command_never_runs(repo: Path, marker: Path) -
         with pytest.raises(GitError):
             await git(project, "ls-remote", url, protocols=["ssh", "git"])
     assert not marker.exists()
+    # The operator's own ssh command (GitConfig.ssh_command) is the one git runs.
+    operators = marker.with_name("operators-ssh")
+    with pytest.raises(GitError):
+        await git(
+            project,
+            "ls-remote",
+            "ssh://127.0.0.1:9/nothing.git",
+            protocols=["ssh"],
+            ssh_command=command(operators),
+        )
+    assert operators.exists() and not marker.exists()
 
 
 def test_the_hardened_environment(tmp_path: Path) -> None:
