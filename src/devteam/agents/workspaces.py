@@ -75,6 +75,9 @@ class GitLink:
 
 
 class Worktree:
+    """One attempt's worktree. Run any other git on it as `git(tree.repository, ...)`,
+    after `await tree.verify()` once the model has had it."""
+
     def __init__(
         self,
         repo: Path,

@@ -67,6 +67,7 @@ def plant_git_dir(where: Path, marker: Path, branch: str) -> None:
         f"\teditor = {command(marker)}\n"
         f"\tsshCommand = {command(marker)}\n"
         f"\thooksPath = {hooks}\n"
+        f"\tworktree = {marker.parent}\n"
         "[diff]\n"
         f"\texternal = {command(marker)}\n"
         '[filter "evil"]\n'
@@ -246,9 +247,11 @@ async def test_configuration_included_from_a_worktree(
 async def test_the_repository_config_and_hooks_run_nothing(
     spaces: Workspaces, repo: Path, marker: Path
 ) -> None:
-    """Hooks, fsmonitor, pager and editor of the project itself stay off too."""
+    """Hooks, fsmonitor, pager and editor of the project itself stay off too, and a
+    `core.worktree` there does not move the work tree DevTeam names."""
     for key in ("core.fsmonitor", "core.pager", "core.editor", "sequence.editor"):
         plain_git(repo, "config", key, command(marker))
+    plain_git(repo, "config", "core.worktree", str(marker.parent))
     hooks = repo / ".git" / "hooks"
     for hook in ("post-checkout", "pre-commit", "post-commit", "reference-transaction"):
         (hooks / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
@@ -259,6 +262,7 @@ async def test_the_repository_config_and_hooks_run_nothing(
         assert (await git(tree.repository, "var", "GIT_EDITOR")).strip() == "true"
         assert (await git(tree.repository, "var", "GIT_PAGER")).strip() == "cat"
     assert change.head_commit is not None
+    assert [f.path for f in change.files] == ["app.txt"]
     assert not marker.exists()
 
 
