@@ -11,7 +11,9 @@ reach it through pydantic-ai's real `OpenAIChatModel` and the `openai` client:
 Each conversation is routed to a script by the first Markdown heading of its
 system prompt ("# Backend coder" -> "Backend coder"); the replies of a script are
 served in order: tool calls, text, the final output (a call of pydantic-ai's
-`final_result` tool), malformed output, or HTTP errors such as 429 and 500.
+`final_result` tool), malformed output, or HTTP errors such as 429 and 500. A
+reply may also be a function of the request it answers (`Deferred`), for replies
+that depend on what the agent was told (e.g. the id in its worktree's path).
 Every request is recorded, so a test can read what an agent was told.
 """
 
@@ -64,6 +66,10 @@ class HttpError(Reply):
     status: int = 500
     message: str = "the fake server failed"
     headers: dict[str, str] = field(default_factory=dict)
+
+
+Deferred = Callable[["Recorded"], Reply]
+"""A reply made when its request arrives, from that request."""
 
 
 def call(name: str, /, **arguments: Any) -> ToolCallSpec:
@@ -139,7 +145,7 @@ class Recorded:
 class FakeLLM:
     def __init__(self, route: Callable[[dict[str, Any]], str] = system_heading) -> None:
         self._route = route
-        self._scripts: defaultdict[str, deque[Reply]] = defaultdict(deque)
+        self._scripts: defaultdict[str, deque[Reply | Deferred]] = defaultdict(deque)
         self.requests: list[Recorded] = []
         self._ids = itertools.count(1)
         self._socket: socket.socket | None = None
@@ -150,7 +156,7 @@ class FakeLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def script(self, route: str, *replies: Reply) -> FakeLLM:
+    def script(self, route: str, *replies: Reply | Deferred) -> FakeLLM:
         self._scripts[route].extend(replies)
         return self
 
@@ -168,6 +174,8 @@ class FakeLLM:
             self.requests.append(Recorded(route, body, 400))
             return _error(400, f"no reply is scripted for {route!r}")
         reply = script.popleft()
+        if not isinstance(reply, Reply):
+            reply = reply(Recorded(route, body, 200))
         if isinstance(reply, HttpError):
             self.requests.append(Recorded(route, body, reply.status))
             return _error(reply.status, reply.message, reply.headers)

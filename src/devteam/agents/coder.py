@@ -32,7 +32,7 @@ class CoderAgent(BaseAgent[CodeChange]):
             await attempt.context.progress(
                 "worktree ready", branch=tree.branch, base_commit=tree.base_commit
             )
-            async with self.kit.mcp.task_scope(tree.path) as scope:
+            async with self.kit.mcp.task_scope(tree.path, git_dir=tree.git_dir) as scope:
                 toolset = scope.toolset(self.agent_type, observer=attempt.observer)
                 prompt = briefing(
                     spec,

@@ -1,17 +1,23 @@
-"""Running `git` as a subprocess, cancellably.
+"""Running `git` as a subprocess, cancellably, on a repository named explicitly.
+
+Every call names its git directory and work tree (`--git-dir`, `--work-tree`):
+git never discovers a repository, so a `.git` written into a worktree is never
+read. Every call runs in the hardened environment of `devteam.gitsafety` (no
+hooks, fsmonitor, pagers, editors, askpass, external tools, system or global
+configuration, none of our own `GIT_*` variables).
 
 A cancelled call kills its process and waits for it, so nothing is left running
-behind a cancelled task. `GIT_*` variables of our own environment (a hook may
-set `GIT_DIR` or `GIT_INDEX_FILE`) are not passed on: every call names its
-repository with `-C`.
+behind a cancelled task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from devteam.gitsafety import process_environment
 
 
 class GitError(RuntimeError):
@@ -22,29 +28,64 @@ class GitError(RuntimeError):
         super().__init__(f"{self.command} failed ({returncode}): {self.stderr or 'no message'}")
 
 
-def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-    env.update(extra or {})
-    return env
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """A git directory and its work tree, both named by DevTeam, never discovered."""
+
+    git_dir: Path
+    work_tree: Path | None = None
+    """None for commands that need no work tree."""
+
+    @classmethod
+    def checkout(cls, path: Path) -> Repository:
+        """A project's own checkout: `path/.git` (a folder, or a file git follows) and `path`."""
+        return cls(path / ".git", path)
+
+    @property
+    def cwd(self) -> Path:
+        return self.work_tree if self.work_tree is not None else self.git_dir
+
+    def command(self, *args: str) -> list[str]:
+        tree = () if self.work_tree is None else (f"--work-tree={self.work_tree}",)
+        return ["git", f"--git-dir={self.git_dir}", *tree, *args]
+
+    def environment(
+        self,
+        extra: Mapping[str, str] | None = None,
+        protocols: Iterable[str] = (),
+        ssh_command: str | None = None,
+    ) -> dict[str, str]:
+        env = process_environment(
+            git_dir=self.git_dir,
+            work_tree=self.work_tree,
+            protocols=protocols,
+            ssh_command=ssh_command,
+        )
+        env.update(extra or {})
+        return env
 
 
 async def git(
-    repo: Path,
+    repo: Repository,
     *args: str,
     check: bool = True,
     env: Mapping[str, str] | None = None,
+    protocols: Iterable[str] = (),
+    ssh_command: str | None = None,
 ) -> str:
-    """`git -C repo args...`; its stdout, or `GitError` when it fails (with `check`)."""
+    """`git args...` on `repo`; its stdout, or `GitError` when it fails (with `check`).
+
+    `protocols` are the transports the call may use (see `gitsafety.PROTOCOLS`);
+    `ssh_command` is the operator's (`GitConfig.ssh_command`), for calls reaching
+    a remote over ssh.
+    """
     process = await asyncio.create_subprocess_exec(
-        "git",
-        "-C",
-        str(repo),
-        *args,
+        *repo.command(*args),
+        cwd=repo.cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_environment(env),
+        env=repo.environment(env, protocols, ssh_command),
     )
     try:
         stdout, stderr = await process.communicate()
@@ -58,17 +99,15 @@ async def git(
     return stdout.decode(errors="replace")
 
 
-async def succeeds(repo: Path, *args: str) -> bool:
-    """Whether `git -C repo args...` exits 0."""
+async def succeeds(repo: Repository, *args: str) -> bool:
+    """Whether `git args...` on `repo` exits 0."""
     process = await asyncio.create_subprocess_exec(
-        "git",
-        "-C",
-        str(repo),
-        *args,
+        *repo.command(*args),
+        cwd=repo.cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
-        env=_environment(None),
+        env=repo.environment(),
     )
     try:
         return await process.wait() == 0

@@ -7,12 +7,22 @@ A coder never works in that checkout: each attempt gets its own worktree
 committed on that branch; the worktree is removed after the attempt and the
 branch stays. A retried attempt starts over: the branch is reset to the new
 base. The user's checked-out branch, index and files are never touched.
+
+The worktree's files are the model's; its git directory
+(`<repo>/.git/worktrees/<name>`) and the repository's config are not. Every git
+command names that git directory and the work tree (`agents.git.Repository`), so
+the `.git` file in the worktree is never followed. Before DevTeam runs git on a
+finished worktree it checks that nothing was planted for git to find
+(`Worktree.verify`): the `.git` file still says what git wrote, no other `.git`
+lies anywhere in the tree, and no configuration git reads lies inside a worktree.
+Otherwise the attempt fails with `workspace_tampered`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from devteam.agents.git import GitError, git, succeeds
+from devteam.agents.git import GitError, Repository, git, succeeds
 from devteam.agents.models import FileChange, FileStatus
 from devteam.domain.agents import AgentFailed
 from devteam.domain.errors import ErrorCode
+from devteam.gitsafety import is_dot_git
 from devteam.observability.logging import get_logger
 from devteam.settings.agents import GitConfig
 
@@ -48,9 +59,34 @@ class ChangeSet:
     files: list[FileChange]
 
 
+class WorkspaceTampered(AgentFailed):
+    """Something in a worktree would make git read what DevTeam did not write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.WORKSPACE_TAMPERED, message)
+
+
+@dataclass(frozen=True, slots=True)
+class GitLink:
+    """What git wrote in a new worktree's `.git` file, and the git directory it names."""
+
+    text: bytes
+    git_dir: Path
+
+
 class Worktree:
+    """One attempt's worktree. Run any other git on it as `git(tree.repository, ...)`,
+    after `await tree.verify()` once the model has had it."""
+
     def __init__(
-        self, repo: Path, path: Path, branch: str, base_commit: str, config: GitConfig
+        self,
+        repo: Path,
+        path: Path,
+        branch: str,
+        base_commit: str,
+        config: GitConfig,
+        link: GitLink,
+        untrusted: Path | None = None,
     ) -> None:
         self.repo = repo
         """The project's repository (the user's checkout)."""
@@ -58,20 +94,52 @@ class Worktree:
         self.branch = branch
         self.base_commit = base_commit
         self._config = config
+        self._link = link
+        self._untrusted = untrusted or path
+        """Where models write (every worktree): no configuration git reads may lie there."""
+
+    @property
+    def git_dir(self) -> Path:
+        """The worktree's git directory, as git created it (`<repo>/.git/worktrees/<name>`)."""
+        return self._link.git_dir
+
+    @property
+    def repository(self) -> Repository:
+        """The worktree named explicitly: what every git command on it runs with."""
+        return Repository(self.git_dir, self.path)
+
+    async def verify(self) -> None:
+        """`WorkspaceTampered` unless git would find only what DevTeam put here."""
+        dot_git = self.path / ".git"
+        try:
+            intact = not dot_git.is_symlink() and dot_git.read_bytes() == self._link.text
+        except OSError:
+            intact = False
+        if not intact:
+            raise WorkspaceTampered(
+                f"the worktree's .git was changed: it no longer names {self.git_dir}"
+            )
+        if planted := await asyncio.to_thread(_nested_git, self.path):
+            raise WorkspaceTampered(f"the worktree holds a .git of its own: {planted}")
+        for origin in await _config_files(self.repository):
+            if origin.is_relative_to(self._untrusted):
+                raise WorkspaceTampered(f"git would read configuration from a worktree: {origin}")
 
     async def finish(self, subject: str, body: str = "") -> ChangeSet:
         """Commit everything the attempt changed on its branch; the change from the base."""
-        ref = (await git(self.path, "symbolic-ref", "-q", "HEAD", check=False)).strip()
+        await self.verify()
+        repo = self.repository
+        ref = (await git(repo, "symbolic-ref", "-q", "HEAD", check=False)).strip()
         if ref != f"refs/heads/{self.branch}":
             raise AgentFailed(
                 ErrorCode.AGENT_ERROR,
                 f"the worktree left its branch {self.branch} (HEAD is {ref or 'detached'})",
             )
-        await git(self.path, "add", "--all")
-        if not await succeeds(self.path, "diff", "--cached", "--quiet"):
+        await git(repo, "add", "--all")
+        if not await succeeds(repo, "diff", *DIFF_OPTIONS, "--cached", "--quiet"):
             config = self._config
             await git(
-                self.path,
+                repo,
                 "-c",
                 f"user.name={config.author_name}",
                 "-c",
@@ -85,19 +153,44 @@ class Worktree:
                 subject,
                 *(("-m", body) if body.strip() else ()),
             )
-        head = (await git(self.path, "rev-parse", "HEAD")).strip()
+        head = (await git(repo, "rev-parse", "HEAD")).strip()
         if head == self.base_commit:
             return ChangeSet(head_commit=None, diff="", files=[])
-        diff = await git(
-            self.path, "diff", "--binary", "--no-color", "--no-ext-diff", self.base_commit, head
-        )
-        files = await changed_files(self.path, self.base_commit, head)
+        diff = await git(repo, "diff", *DIFF_OPTIONS, "--binary", self.base_commit, head)
+        files = await changed_files(repo, self.base_commit, head)
         return ChangeSet(head_commit=head, diff=diff, files=files)
 
 
-async def changed_files(repo: Path, base: str, head: str) -> list[FileChange]:
-    statuses = (await git(repo, "diff", "--name-status", "-z", "-M", base, head)).split("\0")
-    counts = (await git(repo, "diff", "--numstat", "-z", "-M", base, head)).split("\0")
+DIFF_OPTIONS = ("--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all")
+"""Every diff DevTeam takes: no program named in configuration or attributes runs."""
+
+
+def _nested_git(root: Path) -> str | None:
+    """The first `.git` below `root` (its own `.git` file aside), relative to it."""
+    for directory, folders, files in os.walk(root, followlinks=False):
+        top = directory == str(root)
+        for name in (*folders, *files):
+            if is_dot_git(name) and not (top and name == ".git"):
+                return Path(directory, name).relative_to(root).as_posix()
+    return None
+
+
+async def _config_files(repo: Repository) -> list[Path]:
+    """Every configuration file git reads for `repo`, includes followed."""
+    listing = await git(repo, "config", "--list", "--show-origin", "--includes", "-z")
+    fields = listing.split("\0")
+    origins = {fields[i] for i in range(0, len(fields) - 1, 2)}
+    return sorted(
+        Path(origin.removeprefix("file:")).resolve()
+        for origin in origins
+        if origin.startswith("file:")
+    )
+
+
+async def changed_files(repo: Repository, base: str, head: str) -> list[FileChange]:
+    options = (*DIFF_OPTIONS, "-z", "-M")
+    statuses = (await git(repo, "diff", "--name-status", *options, base, head)).split("\0")
+    counts = (await git(repo, "diff", "--numstat", *options, base, head)).split("\0")
     lines: dict[str, tuple[int, int]] = {}
     i = 0
     while i < len(counts) and counts[i]:
@@ -166,45 +259,72 @@ class Workspaces:
     @asynccontextmanager
     async def worktree(self, repo: Path, task_id: UUID) -> AsyncIterator[Worktree]:
         """A fresh worktree of `repo` at its current commit, removed on the way out."""
-        base = await self._base_commit(repo)
+        project = Repository.checkout(repo)
+        base = await self._base_commit(project)
         path = (self.worktrees / str(task_id)).resolve()
         branch = self.branch_for(task_id)
         lock = self._locks.setdefault(repo, asyncio.Lock())
         async with lock:
-            await self._remove(repo, path)
+            await self._remove(project, path)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                await git(repo, "worktree", "add", "--quiet", "-B", branch, str(path), base)
+                await git(project, "worktree", "add", "--quiet", "-B", branch, str(path), base)
             except GitError as exc:
                 raise AgentFailed(
                     ErrorCode.AGENT_ERROR, f"cannot create the worktree: {exc.stderr}"
                 ) from None
+            try:
+                link = await self._link(project, path)
+            except BaseException:
+                await self._remove(project, path)
+                raise
         log.info("worktree created", path=str(path), branch=branch, base=base)
         try:
-            yield Worktree(repo, path, branch, base, self.config)
+            yield Worktree(repo, path, branch, base, self.config, link, self.worktrees.resolve())
         finally:
             # Shielded: a cancelled attempt still removes its worktree (the branch stays).
-            await asyncio.shield(self._remove_locked(repo, path, lock))
+            await asyncio.shield(self._remove_locked(project, path, lock))
 
-    async def _base_commit(self, repo: Path) -> str:
+    async def _link(self, project: Repository, path: Path) -> GitLink:
+        """The git directory git just made for the worktree at `path`, read before any
+        model has touched it, and checked to belong to the project."""
+        common = Path(
+            (await git(project, "rev-parse", "--path-format=absolute", "--git-common-dir")).strip()
+        ).resolve()
+        text = (path / ".git").read_bytes()
+        written = text.decode(errors="replace").strip().removeprefix("gitdir:").strip()
+        git_dir = (path / written).resolve()
+        back = git_dir / "gitdir"
+        if (
+            git_dir.parent != common / "worktrees"
+            or not back.is_file()
+            or Path(back.read_text().strip()).resolve() != (path / ".git").resolve()
+        ):
+            raise AgentFailed(
+                ErrorCode.AGENT_ERROR, f"git made the worktree at {path} with an unexpected .git"
+            )
+        return GitLink(text, git_dir)
+
+    async def _base_commit(self, project: Repository) -> str:
         try:
-            return (await git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")).strip()
+            return (await git(project, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")).strip()
         except GitError:
             raise AgentFailed(
-                ErrorCode.VALIDATION_ERROR, f"the repository at {repo} has no commit to start from"
+                ErrorCode.VALIDATION_ERROR,
+                f"the repository at {project.work_tree} has no commit to start from",
             ) from None
 
-    async def _remove_locked(self, repo: Path, path: Path, lock: asyncio.Lock) -> None:
+    async def _remove_locked(self, project: Repository, path: Path, lock: asyncio.Lock) -> None:
         async with lock:
-            await self._remove(repo, path)
+            await self._remove(project, path)
 
-    async def _remove(self, repo: Path, path: Path) -> None:
+    async def _remove(self, project: Repository, path: Path) -> None:
         """Remove a worktree (also one a crashed attempt left behind); keep its branch."""
         if path.exists():
             try:
-                await git(repo, "worktree", "remove", "--force", "--force", str(path))
+                await git(project, "worktree", "remove", "--force", "--force", str(path))
             except GitError as exc:
                 log.warning("git could not remove a worktree; deleting it", error=exc.stderr)
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(shutil.rmtree, path)
-        await git(repo, "worktree", "prune", check=False)
+        await git(project, "worktree", "prune", check=False)

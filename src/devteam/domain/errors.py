@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     DEPENDENCY_FAILED = "dependency_failed"
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"
+    WORKSPACE_TAMPERED = "workspace_tampered"
     # Tool layer.
     CIRCUIT_OPEN = "circuit_open"
     TOOL_ERROR = "tool_error"

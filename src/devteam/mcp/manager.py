@@ -153,11 +153,17 @@ class TaskScope:
     shared servers alike.
     """
 
-    def __init__(self, manager: McpManager, workspace: Path, scope_id: str) -> None:
+    def __init__(
+        self, manager: McpManager, workspace: Path, scope_id: str, git_dir: Path | None = None
+    ) -> None:
         self.manager = manager
         self.workspace = workspace
         self.id = scope_id
+        self.git_dir = git_dir
+        """The git directory of `workspace` that servers running git are pinned to."""
         self.values = {"workspace": str(workspace)}
+        if git_dir is not None:
+            self.values["git_dir"] = str(git_dir)
         self._instances: dict[str, _Instance] = {}
         self._closed = False
 
@@ -301,11 +307,24 @@ class McpManager:
         except ProtocolError as exc:
             raise ToolCallFailed(str(exc)) from None
 
-    def task_scope(self, workspace: Path | str, *, scope_id: str | None = None) -> TaskScope:
-        """A scope for one task whose per-task servers are rooted in `workspace`."""
+    def task_scope(
+        self,
+        workspace: Path | str,
+        *,
+        git_dir: Path | str | None = None,
+        scope_id: str | None = None,
+    ) -> TaskScope:
+        """A scope for one task whose per-task servers are rooted in `workspace`.
+
+        Servers that run git are pinned to `git_dir` (pass the one DevTeam made for
+        a worktree); without it, to the git directory `workspace/.git` names now,
+        before anything in the task could change it.
+        """
         if self._closed:
             raise ToolUnavailable("the MCP manager is closed")
-        scope = TaskScope(self, Path(workspace).resolve(), scope_id or uuid.uuid4().hex[:12])
+        root = Path(workspace).resolve()
+        pinned = Path(git_dir).resolve() if git_dir is not None else git_dir_of(root)
+        scope = TaskScope(self, root, scope_id or uuid.uuid4().hex[:12], pinned)
         self._scopes.add(scope)
         return scope
 
@@ -495,3 +514,17 @@ class McpManager:
 
 
 __all__ = ["McpManager", "ServerStatus", "TaskScope", "ToolResult"]
+
+
+def git_dir_of(workspace: Path) -> Path | None:
+    """The git directory `workspace/.git` is (a folder) or names (a `gitdir:` file), if any."""
+    dot_git = workspace / ".git"
+    if dot_git.is_dir():
+        return dot_git.resolve()
+    try:
+        text = dot_git.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    return (workspace / text.removeprefix("gitdir:").strip()).resolve()

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from devteam.domain.enums import AgentType
+from devteam.gitsafety import hardened_environment
 from devteam.mcp.errors import ServerUnavailable
 from devteam.settings.mcp_servers import (
     ALL_TOOLS,
@@ -79,11 +80,16 @@ class ServerSpec:
 
         resolved: ResolvedTransport
         if isinstance(transport, StdioTransport):
+            env = {key: resolve(value) for key, value in transport.env.items()}
+            if transport.git_environment:
+                # Ours first: the configuration may add to it, but a task's git
+                # directory and worktree are the ones DevTeam made.
+                env = hardened_environment() | env | _git_location(self.name, known)
             resolved = transport.model_copy(
                 update={
                     "command": resolve(transport.command),
                     "args": [resolve(arg) for arg in transport.args],
-                    "env": {key: resolve(value) for key, value in transport.env.items()},
+                    "env": env,
                     "cwd": None if transport.cwd is None else resolve(transport.cwd),
                 }
             )
@@ -96,6 +102,13 @@ class ServerSpec:
             )
         digest = hashlib.sha256(resolved.model_dump_json().encode()).hexdigest()[:16]
         return ServerInstance(server=self.name, transport=resolved, key=digest)
+
+
+def _git_location(server: str, values: Mapping[str, str]) -> dict[str, str]:
+    """`GIT_DIR` and `GIT_WORK_TREE` of a task scope; a server running git needs both."""
+    if "git_dir" not in values or "workspace" not in values:
+        raise ServerUnavailable(server, "runs git: use it from a task scope with a git directory")
+    return {"GIT_DIR": values["git_dir"], "GIT_WORK_TREE": values["workspace"]}
 
 
 def _substitute(

@@ -35,6 +35,7 @@ from devteam.orchestration.rules.scheduling import (
     WaitForParentToRun,
     WaitForRetryBackoff,
 )
+from devteam.orchestration.rules.security import AuditWorkspaceTampering
 
 
 def default_policy() -> Policy:
@@ -64,6 +65,7 @@ def default_policy() -> Policy:
             FinishCancellation(),
             DelegateReadyWork(),
             # Instrumentation.
+            AuditWorkspaceTampering(),
             ManageLeases(),
             EnqueueReadyWork(),
             RecordStatusEvent(),

@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
     TASK_CANCEL = "task.cancel"
     TASK_APPROVE = "task.approve"
     RULES_RELOAD = "rules.reload"
+    WORKSPACE_TAMPERED = "workspace.tampered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,9 @@ class GitConfig(ConfigModel):
     """A coder's branch is this followed by its task id."""
     author_name: Annotated[str, Field(min_length=1)] = "DevTeam"
     author_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] = "devteam@localhost"
+    ssh_command: str | None = None
+    """The ssh command git reaches remotes with (e.g. `ssh -i /keys/deploy`); None: `ssh`.
+    A repository's own `core.sshCommand` never runs."""
 
 
 class AgentsConfig(ConfigModel):

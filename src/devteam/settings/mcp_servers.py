@@ -47,6 +47,9 @@ class StdioTransport(ConfigModel):
     env: dict[str, str] = Field(default_factory=dict)
     """Added to a minimal inherited environment (PATH, HOME, …), not to the whole of ours."""
     cwd: str | None = None
+    git_environment: bool = False
+    """The server runs git: give it DevTeam's hardened git environment (`devteam.gitsafety`),
+    naming the task's git directory and worktree (`GIT_DIR`, `GIT_WORK_TREE`)."""
 
     def strings(self) -> Iterator[str]:
         yield self.command

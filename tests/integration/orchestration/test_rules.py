@@ -54,6 +54,7 @@ from devteam.orchestration.rules.scheduling import (
     WaitForParentToRun,
     WaitForRetryBackoff,
 )
+from devteam.orchestration.rules.security import AuditWorkspaceTampering
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store
 from tests.factories import create_user
@@ -292,6 +293,18 @@ async def delegating_ready_work(env: EngineEnv) -> Any:
     return await env.queued()
 
 
+async def failing_on_a_tampered_worktree(env: EngineEnv) -> Any:
+    root, _ = await env.tree(
+        {"status": S.IN_PROGRESS, "agent_type": AgentType.BACKEND, **lease(env)}
+    )
+    await env.move(
+        root, S.FAILED, error={"code": "workspace_tampered", "message": ".git was changed"}
+    )
+    async with env.store.read() as tx:
+        entries = await tx.audit.list(action="workspace.tampered", limit=10)
+    return [(e.actor, e.outcome.value) for e in entries if e.resource_id == str(root.id)]
+
+
 async def any_status_change(env: EngineEnv) -> Any:
     root, _ = await env.tree({"status": S.DELEGATED})
     await env.move(root, S.IN_PROGRESS, **lease(env))
@@ -348,6 +361,7 @@ WITHOUT: list[tuple[type[TaskRule], Scenario, Any, Any]] = [
     (EnqueueReadyWork, delegating_ready_work, 1, 0),
     (RecordStatusEvent, any_status_change, [EventType.TASK_STARTED], []),
     (CountTransitions, counting_a_transition, 1.0, 0.0),
+    (AuditWorkspaceTampering, failing_on_a_tampered_worktree, [("devteam", "denied")], []),
 ]
 
 

@@ -4,11 +4,19 @@ A tool's path is always relative to the root. Absolute paths and `..` are
 refused outright; what is left is resolved (following symlinks) and must still
 lie inside the root, so a symlink leading out is refused too, whether it is the
 file itself or one of its parent folders.
+
+Writes are refused on any path through a `.git` (in any spelling git honours on
+some file system: `.GIT`, `.git.`, `git~1`, …), named directly or reached
+through a symlink: the repository's git files are DevTeam's, and a `.git` file
+or folder planted in a worktree would make git read configuration (and run the
+commands it names) that the model wrote.
 """
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+
+from devteam.gitsafety import names_dot_git
 
 
 class PathRefused(ValueError):
@@ -38,6 +46,17 @@ class WorkspaceRoot:
         resolved = (self.path / pure).resolve()
         if not resolved.is_relative_to(self.path):
             raise PathRefused(f"{relative!r} leads outside the workspace (through a symlink)")
+        return resolved
+
+    def resolve_writable(self, relative: str) -> Path:
+        """`resolve`, refusing a path through a `.git` (see the module's docstring)."""
+        resolved = self.resolve(relative)
+        pure = PurePosixPath(relative.strip().replace("\\", "/"))
+        if names_dot_git(pure) or names_dot_git(resolved.relative_to(self.path)):
+            raise PathRefused(
+                f"{relative!r}: .git is refused; git's own files are not part of the "
+                "workspace and cannot be written, patched, renamed or deleted"
+            )
         return resolved
 
     def relative(self, path: Path) -> str:

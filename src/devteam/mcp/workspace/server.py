@@ -6,7 +6,8 @@ filters, result cap) and `python_symbols` (classes and functions, from `ast`).
 
 Every path is relative to the root. A path that is absolute, contains `..`, or
 leads out through a symlink is refused with a tool error (an `isError` result
-the model can read), as is every other anticipated failure: a missing file, a
+the model can read), as is a write, patch, rename or delete of any path through
+a `.git` (see `paths`), and every other anticipated failure: a missing file, a
 binary file, a patch that does not fit, a bad regex.
 
 Run it with `devteam mcp workspace --root PATH` (stdio) or add `--http --port N`
@@ -50,7 +51,7 @@ WRITES = ToolAnnotations(
 
 INSTRUCTIONS = (
     "Files of one workspace folder. Every path is relative to the workspace root; "
-    "absolute paths, '..' and symlinks leading out are refused."
+    "absolute paths, '..' and symlinks leading out are refused, and so are changes to .git."
 )
 
 
@@ -213,7 +214,7 @@ class WorkspaceTools:
             raise ToolError(
                 f"content is {len(data)} bytes; the limit is {self.limits.max_write_bytes}"
             )
-        target = self.root.resolve(path)
+        target = self.root.resolve_writable(path)
         if target == self.root.path or target.is_dir():
             raise IsADirectoryError(0, "is a folder", path)
         self._write(target, data)
@@ -257,8 +258,8 @@ class WorkspaceTools:
 
     def _plan(self, patch: FilePatch, writes: dict[Path, bytes], deletes: list[Path]) -> str:
         """Patch one file in memory; note what to write and delete; describe it."""
-        old = None if patch.old_path is None else self.root.resolve(patch.old_path)
-        new = None if patch.new_path is None else self.root.resolve(patch.new_path)
+        old = None if patch.old_path is None else self.root.resolve_writable(patch.old_path)
+        new = None if patch.new_path is None else self.root.resolve_writable(patch.new_path)
         if old is None:
             if new is not None and new.exists():
                 raise PatchError(f"{patch.new_path}: the patch creates it, but it exists")
