@@ -11,7 +11,9 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from devteam.api.docs import error_responses
 from devteam.api.security import SecurityDep
+from devteam.domain.errors import ErrorCode
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -38,7 +40,12 @@ class SignInMethodsOut(BaseModel):
     """Single sign-on, when configured."""
 
 
-@router.get("/providers", operation_id="sign_in_methods")
+@router.get(
+    "/providers",
+    operation_id="sign_in_methods",
+    summary="How to sign in",
+    responses=error_responses(ErrorCode.SERVICE_UNAVAILABLE),
+)
 async def sign_in_methods(security: SecurityDep) -> SignInMethodsOut:
     """The ways to sign in: local passwords, and the identity provider when configured."""
     oidc = security.oidc
