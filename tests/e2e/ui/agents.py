@@ -1,8 +1,9 @@
 """Agents for the browser tests: typed outputs, and steps the task's text asks for.
 
-A marker in the task text says what the attempt does before it answers:
-`[wait:NAME]` waits until the test opens the gate `NAME` (`TeamScript.open(NAME)`),
-`[block]` waits until the task is cancelled. Each agent type answers with its real
+A marker in the task text, or the root task's metadata, says what the attempt
+does before it answers: `[wait:NAME]` (`{"wait": NAME}`) waits until the test
+opens the gate `NAME` (`TeamScript.open(NAME)`), `[block]` (`{"block": true}`)
+waits until the task is cancelled. Each agent type answers with its real
 output model's shape, so the UI renders a research report, a codebase report or a
 code change with its diff and checks.
 """
@@ -40,7 +41,7 @@ index 5d0e2c1..9a7f3b0 100644
 @@ -1,4 +1,5 @@
  from fastapi import FastAPI
 +from app.health import router as health_router
- 
+\x20
 -app = FastAPI(title="orders")
 +app = FastAPI(title="orders service")
 +app.include_router(health_router)
@@ -81,20 +82,36 @@ def output_for(agent_type: AgentType, spec: TaskSpec) -> tuple[str, dict[str, An
             "source_dirs": ["app"],
             "entry_points": [],
             "dependencies": [
-                {"name": "fastapi", "spec": ">=0.115", "ecosystem": "python", "scope": "runtime",
-                 "defined_in": "pyproject.toml"}
+                {
+                    "name": "fastapi",
+                    "spec": ">=0.115",
+                    "ecosystem": "python",
+                    "scope": "runtime",
+                    "defined_in": "pyproject.toml",
+                }
             ],
-            "test_layout": {"frameworks": ["pytest"], "directories": ["tests"], "test_files": 4,
-                            "patterns": ["test_*.py"], "config_files": ["pyproject.toml"]},
-            "conventions": [{"tool": "ruff", "kind": "linter", "config_file": "pyproject.toml", "notes": ""}],
+            "test_layout": {
+                "frameworks": ["pytest"],
+                "directories": ["tests"],
+                "test_files": 4,
+                "patterns": ["test_*.py"],
+                "config_files": ["pyproject.toml"],
+            },
+            "conventions": [
+                {"tool": "ruff", "kind": "linter", "config_file": "pyproject.toml", "notes": ""}
+            ],
             "relevant_files": [{"path": "app/main.py", "reason": "creates the app"}],
             "risks": [],
-            "git": {"branch": "main", "head": "5d0e2c1aa", "recent_commits": ["Add orders"],
-                    "uncommitted_changes": False},
+            "git": {
+                "branch": "main",
+                "head": "5d0e2c1aa",
+                "recent_commits": ["Add orders"],
+                "uncommitted_changes": False,
+            },
             "analysis": "structural",
         }
     return "CodeChange", {
-        "summary": "Adds GET /healthz returning {\"status\": \"ok\"}, with its router.",
+        "summary": 'Adds GET /healthz returning {"status": "ok"}, with its router.',
         "branch": f"devteam/{spec.id}",
         "base_commit": "5d0e2c1aa0000000000000000000000000000000",
         "head_commit": "9a7f3b0bb0000000000000000000000000000000",
@@ -107,8 +124,15 @@ def output_for(agent_type: AgentType, spec: TaskSpec) -> tuple[str, dict[str, An
         "follow_ups": ["Add a readiness probe that checks the database."],
         # Fields the verification loop adds (API.md); rendered when present.
         "checks": [
-            {"name": "test", "command": "python3 -m pytest -q", "exit_code": 0, "passed": True,
-             "was_failing_before": False, "duration_s": 1.42, "output_tail": "4 passed in 0.31s"},
+            {
+                "name": "test",
+                "command": "python3 -m pytest -q",
+                "exit_code": 0,
+                "passed": True,
+                "was_failing_before": False,
+                "duration_s": 1.42,
+                "output_tail": "4 passed in 0.31s",
+            },
         ],
         "verified": True,
     }
@@ -143,13 +167,16 @@ class TypedAgent:
     async def execute(self, spec: TaskSpec, context: AgentContext) -> TaskResult:
         await context.progress("reading the task")
         await context.tool_call("workspace", "read_file", "ok", path="app/main.py")
-        for name in dict.fromkeys(_WAIT.findall(f"{spec.root_task} {spec.task}")):
+        text = f"{spec.root_task} {spec.task}"
+        gates = _WAIT.findall(text) + ([spec.metadata["wait"]] if "wait" in spec.metadata else [])
+        for name in dict.fromkeys(gates):
             await context.progress(f"waiting at {name}")
             await self.script.wait(name)
-        if "[block]" in f"{spec.root_task} {spec.task}":
+        if "[block]" in text or spec.metadata.get("block"):
             await context.progress("working until cancelled")
             await asyncio.Event().wait()
         await context.tool_call("workspace", "write_file", "ok", path="app/health.py")
         name, output = output_for(self.agent_type, spec)
-        return TaskResult(output=output, summary=f"{spec.key or 'task'} done", usage=USAGE,
-                          output_type=name)
+        return TaskResult(
+            output=output, summary=f"{spec.key or 'task'} done", usage=USAGE, output_type=name
+        )

@@ -29,14 +29,18 @@ from tests.live import LiveServer, serve
 from tests.sample_project import make_project
 from tests.servers import unavailable
 
-CHROMIUM = os.environ.get("DEVTEAM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = (
+    os.environ.get("DEVTEAM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+)
 AXE = REPO / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = Path(os.environ.get("DEVTEAM_TEST_ARTIFACTS") or REPO / "tmp" / "artifacts")
 LAPTOP = {"width": 1366, "height": 860}
 PHONE = {"width": 390, "height": 844}
 # Generous enough that the tests never meet them, except where a test means to.
 RATE_LIMITS = RateLimitsConfig(
-    api_per_user="600/minute", login_per_ip="600/minute", login_per_username="600/minute",
+    api_per_user="600/minute",
+    login_per_ip="600/minute",
+    login_per_username="600/minute",
     ws_connect_per_user="600/minute",
 )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +14,7 @@ import pytest
 from devteam.domain.enums import Role
 from devteam.security.ratelimit import RateLimitScope
 from tests.auth import PASSWORD
-from tests.e2e.ui.conftest import PHONE, UiServer
+from tests.e2e.ui.conftest import ARTIFACTS, PHONE, UiServer
 from tests.live import reaches
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
@@ -93,7 +96,7 @@ async def test_log_in_submit_and_watch_the_task_run_live(
     )
     await page.get_by_label("Agent").select_option("backend")
     await page.get_by_label("Project").fill("orders")
-    await page.get_by_label("Complexity (1–10)").fill("4")
+    await page.get_by_label("Complexity").fill("4")
     await page.get_by_label("Max cost (USD)").fill("2.5")
     await accessible(page)
     await page.get_by_role("button", name="Submit").click()
@@ -113,15 +116,18 @@ async def test_log_in_submit_and_watch_the_task_run_live(
     added = result.locator(".diff-lines tr.d-add td.code", has_text='@router.get("/healthz")')
     assert await added.count() == 1
     removed = result.locator(".diff-lines tr.d-del td.code")
-    assert "FastAPI(title=\"orders\")" in (await removed.first.text_content() or "")
+    assert 'FastAPI(title="orders")' in (await removed.first.text_content() or "")
     await result.get_by_text("python3 -m pytest -q").wait_for()
     await result.get_by_text("yes: the checks pass").wait_for()
     await page.locator(".usage").get_by_text("$0.02").wait_for()
 
     # Every event once, in order, ending with the completion.
+    await page.locator(".timeline .event[data-type='task.completed']").wait_for()
     seqs = await timeline_seqs(page)
     assert seqs == list(range(1, len(seqs) + 1))
-    assert await page.locator(".timeline .event").last.get_attribute("data-type") == "task.completed"
+    assert (
+        await page.locator(".timeline .event").last.get_attribute("data-type") == "task.completed"
+    )
     await accessible(page)
 
     # The list shows the finished task with its agent, project and cost.
@@ -137,9 +143,11 @@ async def test_list_updates_live_and_filters(ui_server: UiServer, page: Any) -> 
     token = await ui_server.token(user.username)
     await log_in(page, ui_server, user.username)
     await page.get_by_text("No tasks yet.").wait_for()
-    await page.reload()
     task = await submit_api(
-        ui_server, token, task="Write the release notes [wait:list-live]", complexity=2,
+        ui_server,
+        token,
+        task="Write the release notes [wait:list-live]",
+        complexity=2,
         agent_type="research",
     )
     await page.reload()
@@ -158,7 +166,10 @@ async def test_approve_a_plan_that_waits(ui_server: UiServer, page: Any, accessi
     user = await ui_server.user(Role.DEVELOPER)
     token = await ui_server.token(user.username)
     task = await submit_api(
-        ui_server, token, task="Rename the orders table to purchases", complexity=3,
+        ui_server,
+        token,
+        task="Rename the orders table to purchases",
+        complexity=3,
         require_approval=True,
     )
     await reaches(ui_server.live.services, task["id"], {"awaiting_approval"})
@@ -180,7 +191,10 @@ async def test_reject_a_plan(ui_server: UiServer, page: Any) -> None:
     user = await ui_server.user(Role.DEVELOPER)
     token = await ui_server.token(user.username)
     task = await submit_api(
-        ui_server, token, task="Drop the legacy billing module", complexity=3,
+        ui_server,
+        token,
+        task="Drop the legacy billing module",
+        complexity=3,
         require_approval=True,
     )
     await reaches(ui_server.live.services, task["id"], {"awaiting_approval"})
@@ -197,7 +211,10 @@ async def test_cancel_a_running_task(ui_server: UiServer, page: Any) -> None:
     user = await ui_server.user(Role.DEVELOPER)
     token = await ui_server.token(user.username)
     task = await submit_api(
-        ui_server, token, task="Refactor the payment retries [block]", complexity=3,
+        ui_server,
+        token,
+        task="Refactor the payment retries [block]",
+        complexity=3,
         agent_type="backend",
     )
     await log_in(page, ui_server, user.username)
@@ -218,7 +235,10 @@ async def test_a_planned_task_shows_its_tree_and_typed_results(
     user = await ui_server.user(Role.DEVELOPER)
     token = await ui_server.token(user.username)
     task = await submit_api(
-        ui_server, token, task="Add rate limiting to the public orders API", complexity=6,
+        ui_server,
+        token,
+        task="Add rate limiting to the public orders API",
+        complexity=6,
         project_id="orders",
     )
     await ui_server.live.finished(task["id"])
@@ -231,7 +251,9 @@ async def test_a_planned_task_shows_its_tree_and_typed_results(
     # Why the analysis waited: the phase rule, in words.
     await page.get_by_text("Rule WaitForEarlierPhases held back").first.wait_for()
     result = page.locator("section.block", has=page.get_by_role("heading", name="Result"))
-    await result.get_by_text("A liveness probe should not depend on downstream services.").wait_for()
+    await result.get_by_text(
+        "A liveness probe should not depend on downstream services."
+    ).wait_for()
     source = result.get_by_role("link", name="Kubernetes: liveness probes")
     assert (await source.get_attribute("href") or "").startswith("https://kubernetes.io/")
     # A source whose address is not a web address stays text.
@@ -279,7 +301,8 @@ async def test_a_viewer_sees_no_buttons_they_may_not_use(
     # The developer becomes a viewer: their task stays theirs to read, not to steer.
     async with httpx.AsyncClient(base_url=ui_server.url) as client:
         response = await client.patch(
-            f"/api/v1/users/{user.id}", json={"role": "viewer"},
+            f"/api/v1/users/{user.id}",
+            json={"role": "viewer"},
             headers={"Authorization": f"Bearer {admin_token}"},
         )
         assert response.status_code == 200, response.text
@@ -330,25 +353,35 @@ async def test_live_view_resumes_after_a_dropped_connection(ui_server: UiServer,
     user = await ui_server.user(Role.DEVELOPER)
     token = await ui_server.token(user.username)
     task = await submit_api(
-        ui_server, token, task="Tune the connection pool [wait:drop]", complexity=3,
+        ui_server,
+        token,
+        task="Tune the connection pool [wait:drop]",
+        complexity=3,
         agent_type="backend",
     )
     connections: list[Any] = []
     subscribes: list[str] = []
-    reconnect = __import__("asyncio").Event()
+    reconnect = asyncio.Event()
 
     async def route(ws: Any) -> None:
         connections.append(ws)
-        if len(connections) > 1:
-            await reconnect.wait()  # the run goes on while the page is cut off
-        server = ws.connect_to_server()
+        server: Any = None
+        waiting: list[str | bytes] = []
 
         def to_server(message: str | bytes) -> None:
             if isinstance(message, str) and '"subscribe"' in message:
                 subscribes.append(message)
-            server.send(message)
+            if server is None:
+                waiting.append(message)
+            else:
+                server.send(message)
 
         ws.on_message(to_server)
+        if len(connections) > 1:
+            await reconnect.wait()  # the run goes on while the page is cut off
+        server = ws.connect_to_server()
+        for message in waiting:
+            server.send(message)
 
     await page.route_web_socket(re.compile(r"/api/v1/ws"), route)
     await log_in(page, ui_server, user.username)
@@ -362,12 +395,14 @@ async def test_live_view_resumes_after_a_dropped_connection(ui_server: UiServer,
     await ui_server.live.finished(task["id"])
     reconnect.set()
 
+    await page.locator(".timeline .event[data-type='task.completed']").wait_for()
     await status_of(page).filter(has_text="completed").wait_for()
     seqs = await timeline_seqs(page)
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     assert len(seqs) > len(before)
     assert f'"after": {before[-1]}' in subscribes[-1].replace('"after":', '"after": ')
     assert await page.locator(".timeline .event[data-type='task.completed']").count() == 1
+    assert len(connections) == 2
 
 
 async def test_an_expired_session_returns_to_login(ui_server: UiServer, page: Any) -> None:
@@ -398,7 +433,11 @@ async def test_too_many_requests_says_when_to_retry(ui_server: UiServer, page: A
         for _ in range(1000):
             await limiter.hit(RateLimitScope.API, str(user.id))
     await page.reload()
-    await page.get_by_role("alert").filter(has_text=re.compile(r"Too many requests: try again in \d+ s")).wait_for()
+    await (
+        page.get_by_role("alert")
+        .filter(has_text=re.compile(r"Too many requests: try again in \d+ s"))
+        .wait_for()
+    )
 
 
 async def test_readable_at_phone_width(ui_server: UiServer, browser: Any, accessible: Any) -> None:
@@ -408,7 +447,9 @@ async def test_readable_at_phone_width(ui_server: UiServer, browser: Any, access
         page = await context.new_page()
         await log_in(page, ui_server, user.username)
         await page.get_by_role("link", name="Submit a task").click()
-        await page.get_by_label("What should the team do?").fill("Document the orders API for partners")
+        await page.get_by_label("What should the team do?").fill(
+            "Document the orders API for partners"
+        )
         await page.get_by_label("Agent").select_option("backend")
         await page.get_by_role("button", name="Submit").click()
         await status_of(page).filter(has_text="completed").wait_for()
@@ -418,3 +459,64 @@ async def test_readable_at_phone_width(ui_server: UiServer, browser: Any, access
         await accessible(page)
     finally:
         await context.close()
+
+
+async def test_screenshots_of_the_main_pages(ui_server: UiServer, page: Any) -> None:
+    """The README's pictures: `DEVTEAM_UI_SCREENSHOTS=docs/images` writes them there."""
+    folder = Path(os.environ.get("DEVTEAM_UI_SCREENSHOTS") or ARTIFACTS / "readme")
+    folder.mkdir(parents=True, exist_ok=True)
+    user = await ui_server.user(Role.DEVELOPER)
+    token = await ui_server.token(user.username)
+    planned = await submit_api(
+        ui_server,
+        token,
+        task="Add rate limiting to the public orders API, per API key",
+        complexity=6,
+        project_id="orders",
+    )
+    await submit_api(
+        ui_server,
+        token,
+        task="Compare Redis and Postgres for the job queue",
+        complexity=3,
+        agent_type="research",
+    )
+    await submit_api(
+        ui_server,
+        token,
+        task="Rename the orders table to purchases and migrate the data",
+        complexity=5,
+        project_id="orders",
+        require_approval=True,
+    )
+    await submit_api(
+        ui_server,
+        token,
+        task="Profile the checkout endpoint under load",
+        metadata={"wait": "shots"},
+        complexity=4,
+        project_id="orders",
+        agent_type="backend",
+    )
+    coded = await submit_api(
+        ui_server,
+        token,
+        task="Add a /healthz endpoint to the orders service with a test",
+        complexity=3,
+        project_id="orders",
+        agent_type="backend",
+    )
+    await ui_server.live.finished(planned["id"])
+    await ui_server.live.finished(coded["id"])
+    await log_in(page, ui_server, user.username)
+    await page.locator("tr[data-status='in_progress']").wait_for()
+    await page.locator("tr[data-status='awaiting_approval']").wait_for()
+    await page.screenshot(path=folder / "ui-tasks.png")
+
+    await page.goto(f"{ui_server.url}/ui#/tasks/{coded['id']}")
+    await page.locator(".timeline .event[data-type='task.completed']").wait_for()
+    await page.get_by_role("region", name="Diff of app/main.py").wait_for()
+    await page.screenshot(path=folder / "ui-task.png", full_page=True)
+    ui_server.script.open("shots")
+    for name in ("ui-tasks.png", "ui-task.png"):
+        assert (folder / name).stat().st_size > 10_000

@@ -1,9 +1,9 @@
 // Live task events over the WebSocket (`/api/v1/ws`), resumed without gap or duplicate.
 //
-// One connection serves every page. Each followed task remembers the last `seq`
-// it handed on; after a dropped connection (or a `lagged` notice) it subscribes
-// again with `after` = that seq, so the server replays exactly what was missed,
-// and an event at or below it is never handed on twice.
+// One connection serves every page. Each follower of a task remembers the last
+// `seq` it was handed; after a dropped connection (or a `lagged` notice) the task
+// is subscribed again with `after` = that seq, so the server replays exactly what
+// was missed, and an event at or below it is never handed on twice.
 
 import {accessToken, refresh} from './api.js';
 
@@ -36,24 +36,33 @@ class Live {
   /**
    * Follow a task's events after `after`: `onEvent(event)` once per event, in seq
    * order; `onProblem(message)` for an `error` about it. Returns the unfollow function.
+   * Several followers of one task (two pages, say) share one subscription.
    */
   follow(taskId, after, onEvent, onProblem = () => {}) {
-    const entry = {last: after, onEvent, onProblem};
-    this.follows.set(taskId, entry);
+    const follower = {last: after, onEvent, onProblem};
+    let entry = this.follows.get(taskId);
+    if (!entry) {
+      entry = {followers: new Set(), seen: after};
+      this.follows.set(taskId, entry);
+    }
+    entry.followers.add(follower);
     if (this.socket?.readyState === WebSocket.OPEN) {
-      this.subscribe(taskId, entry);
+      // A new follower may need events the subscription has passed: replay from its `after`.
+      if (entry.followers.size === 1 || after < entry.seen) this.subscribe(taskId, entry);
     } else {
       this.connect();
     }
     return () => {
-      if (this.follows.get(taskId) !== entry) return;
-      this.follows.delete(taskId);
+      if (!entry.followers.delete(follower) || entry.followers.size) return;
+      if (this.follows.get(taskId) === entry) this.follows.delete(taskId);
       this.sendJson({type: 'unsubscribe', task_id: taskId});
     };
   }
 
+  /** (Re)subscribe from the earliest event any follower still needs. */
   subscribe(taskId, entry) {
-    this.sendJson({type: 'subscribe', task_id: taskId, after: entry.last});
+    entry.seen = Math.min(...[...entry.followers].map((f) => f.last));
+    this.sendJson({type: 'subscribe', task_id: taskId, after: entry.seen});
   }
 
   sendJson(message) {
@@ -95,14 +104,17 @@ class Live {
     if (!entry) return;
     if (message.type === 'event') {
       const event = message.event;
-      if (event.seq <= entry.last) return; // seen already
-      entry.last = event.seq;
-      entry.onEvent(event);
+      entry.seen = Math.max(entry.seen, event.seq);
+      for (const follower of entry.followers) {
+        if (event.seq <= follower.last) continue; // this one has it already
+        follower.last = event.seq;
+        follower.onEvent(event);
+      }
     } else if (message.type === 'lagged') {
-      this.subscribe(message.task_id, entry); // from our own last seq
+      this.subscribe(message.task_id, entry); // from the followers' own last seq
     } else if (message.type === 'error') {
       if (message.code === 'not_found') this.follows.delete(message.task_id);
-      entry.onProblem(message.message || message.code);
+      for (const follower of entry.followers) follower.onProblem(message.message || message.code);
     }
   }
 

@@ -9,7 +9,7 @@ import {may} from '../roles.js';
 import {resultView} from '../results.js';
 import {errorBox, facts, section} from './parts.js';
 
-const REFRESH_DELAY_MS = 400;
+const REFRESH_DELAY_MS = 250;
 
 const FILTERS = [
   ['all', 'Everything'],
@@ -213,17 +213,11 @@ export async function taskPage(main, {params}) {
         h('span', {class: 'event-who'}, who)),
       h('p', {class: 'event-text'}, describeEvent(event))));
     count.textContent = `${timeline.childElementCount} events`;
-    const mine = task.parent_id ? event.subtask_id === task.id : event.subtask_id === null;
-    if (d.status && event.type !== 'rule.decision') {
-      if (mine) {
-        task = {...task, status: d.status};
-        badge.replaceChildren(statusBadge(task.status));
-        renderActions();
-      }
-      refreshSoon();
-    } else if (['check.completed', 'review.completed', 'task.planned'].includes(event.type)) {
-      refreshSoon();
-    }
+    // The task as read after the event is the truth (a replayed event is history):
+    // read it again, once for a burst of events.
+    const changes = (d.status && event.type !== 'rule.decision')
+      || ['check.completed', 'review.completed', 'task.planned'].includes(event.type);
+    if (changes) refreshSoon();
   }
 
   render();
