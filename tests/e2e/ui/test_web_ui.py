@@ -405,6 +405,42 @@ async def test_live_view_resumes_after_a_dropped_connection(ui_server: UiServer,
     assert len(connections) == 2
 
 
+async def test_usable_from_the_keyboard(ui_server: UiServer, page: Any) -> None:
+    user = await ui_server.user(Role.DEVELOPER)
+    await page.goto(ui_server.url + "/ui")
+    await page.get_by_label("Username").wait_for()
+    # The username field has the focus; Tab goes to the password; Enter logs in.
+    await page.keyboard.type(user.username)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Tasks", exact=True).wait_for()
+
+    async def focused() -> str:
+        text: str = await page.evaluate("document.activeElement.textContent.trim()")
+        return text
+
+    # From the top of the page, the first Tab reaches the skip link.
+    await page.reload()
+    await page.get_by_role("heading", name="Tasks", exact=True).wait_for()
+    await page.keyboard.press("Tab")
+    assert await focused() == "Skip to content"
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "main"
+    await page.keyboard.press("Tab")
+    assert await focused() == "Submit a task"
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Submit a task").wait_for()
+    await page.keyboard.type("Add request ids to the access log")
+    for _ in range(2):  # past the type, to the agent
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.name") == "agent_type"
+    await page.keyboard.press("Shift+Tab")
+    assert await page.evaluate("document.activeElement.name") == "task_type"
+    await page.keyboard.press("Enter")  # submits the form from a text field
+    await status_of(page).filter(has_text=TERMINAL).wait_for()
+
+
 async def test_an_expired_session_returns_to_login(ui_server: UiServer, page: Any) -> None:
     user = await ui_server.user(Role.DEVELOPER)
     await log_in(page, ui_server, user.username)

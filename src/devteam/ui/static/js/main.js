@@ -31,6 +31,7 @@ const ROUTES = [
 const main = document.getElementById('main');
 let cleanup = null;
 let rendering = 0;
+let moved = false;
 
 function parse() {
   const raw = window.location.hash.replace(/^#/, '') || '/tasks';
@@ -84,6 +85,10 @@ async function route() {
       return;
     }
     cleanup = typeof stop === 'function' ? stop : null;
+    // After a move, keyboard and screen-reader users land on the new page, not on a
+    // removed link; a freshly loaded page starts at the top (the skip link).
+    if (moved && !main.contains(document.activeElement)) main.focus({preventScroll: true});
+    moved = true;
   } catch (error) {
     if (mine === rendering) {
       clear(main).append(h('h1', {}, r.title), h('p', {class: 'error', role: 'alert'},

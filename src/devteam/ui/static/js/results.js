@@ -30,7 +30,7 @@ function table(caption, headers, rows) {
   return h('div', {class: 'table-wrap'}, h('table', {},
     h('caption', {}, caption),
     h('thead', {}, h('tr', {}, headers.map((t) => h('th', {scope: 'col'}, t)))),
-    h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', {}, c)))))));
+    h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c, i) => h('td', {'data-label': headers[i]}, c)))))));
 }
 
 function research(output) {
