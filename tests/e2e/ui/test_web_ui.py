@@ -441,6 +441,34 @@ async def test_usable_from_the_keyboard(ui_server: UiServer, page: Any) -> None:
     await status_of(page).filter(has_text=TERMINAL).wait_for()
 
 
+async def test_login_offers_the_identity_providers_the_server_reports(
+    ui_server: UiServer, page: Any
+) -> None:
+    # This server has no providers endpoint (404): password only.
+    await page.goto(ui_server.url + "/ui")
+    await page.get_by_label("Password").wait_for()
+    assert await page.locator(".providers a").count() == 0
+
+    # A server with single sign-on lists its providers (stood in for here, until
+    # the service has the endpoint); only web addresses become buttons.
+    async def providers(route: Any) -> None:
+        await route.fulfill(
+            json={
+                "items": [
+                    {"name": "corp", "display_name": "Corp SSO", "login_url": "/auth/corp"},
+                    {"name": "evil", "login_url": "javascript:alert(1)"},
+                ]
+            }
+        )
+
+    await page.route("**/api/v1/auth/providers", providers)
+    await page.reload()
+    button = page.get_by_role("link", name="Sign in with Corp SSO")
+    await button.wait_for()
+    assert await button.get_attribute("href") == ui_server.url + "/auth/corp"
+    assert await page.locator(".providers a").count() == 1
+
+
 async def test_an_expired_session_returns_to_login(ui_server: UiServer, page: Any) -> None:
     user = await ui_server.user(Role.DEVELOPER)
     await log_in(page, ui_server, user.username)

@@ -5,6 +5,8 @@
 // before it expires (and once more when a request gets 401); when refreshing
 // fails the session is over and the app returns to the login page.
 
+import {webAddress} from './dom.js';
+
 const STORE = 'devteam.session';
 const EARLY_S = 30;
 
@@ -94,7 +96,7 @@ export async function login(username, password) {
   if (!response.ok) throw await errorOf(response);
   keep(await response.json(), null);
   const user = await api('/api/v1/users/me');
-  keep(session.read(), user);
+  session.save({...session.read(), user});
   return user;
 }
 
@@ -193,6 +195,18 @@ export async function logout() {
   session.clear();
 }
 
+/** The agent types the server has (for the pickers), or the four API.md names. */
+export async function agentTypes() {
+  try {
+    const agents = await api('/api/v1/agents');
+    const types = agents.map((a) => a.agent_type).filter(Boolean);
+    if (types.length) return types;
+  } catch {
+    // fall back to the contract's list
+  }
+  return ['research', 'codebase_analyzer', 'frontend', 'backend'];
+}
+
 /**
  * Other ways to sign in the server offers, e.g. an identity provider.
  * Expects `GET /api/v1/auth/providers` → `{"items": [{"name", "display_name"?, "login_url"}]}`
@@ -204,7 +218,7 @@ export async function loginProviders() {
     if (!response.ok) return [];
     const body = await response.json();
     const items = Array.isArray(body) ? body : body.items || body.providers || [];
-    return items.filter((p) => p && (p.login_url || p.authorize_url));
+    return items.filter((p) => p && webAddress(p.login_url || p.authorize_url));
   } catch {
     return [];
   }

@@ -36,16 +36,20 @@ export function clear(el) {
   return el;
 }
 
+/** A same-site path or an http(s) address as an absolute URL; null for `javascript:` and the like. */
+export function webAddress(url) {
+  try {
+    const parsed = new URL(String(url || ''), window.location.origin);
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
 /** A link only for web addresses: `javascript:` and other schemes stay text. */
 export function safeLink(url, text) {
-  try {
-    const parsed = new URL(url, window.location.origin);
-    if (parsed.protocol === 'http:' || parsed.protocol === 'https:') {
-      return h('a', {href: parsed.href, rel: 'noopener noreferrer', target: '_blank'}, text || url);
-    }
-  } catch {
-    // not a URL: shown as text below
-  }
+  const href = webAddress(url);
+  if (href) return h('a', {href, rel: 'noopener noreferrer', target: '_blank'}, text || url);
   return h('span', {}, text || url);
 }
 

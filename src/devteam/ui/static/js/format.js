@@ -7,7 +7,6 @@ export const STATUSES = [
   'cancelling', 'completed', 'failed', 'cancelled',
 ];
 export const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
-export const AGENT_TYPES = ['research', 'codebase_analyzer', 'frontend', 'backend'];
 export const PHASES = ['research', 'analysis', 'implementation', 'review'];
 
 export function statusText(status) {

@@ -2,7 +2,7 @@
 // identity provider: see `loginProviders`).
 
 import {ApiError, login, loginProviders, session} from '../api.js';
-import {field, h} from '../dom.js';
+import {field, h, webAddress} from '../dom.js';
 import {go, notify} from '../nav.js';
 
 function nextRoute(query) {
@@ -53,7 +53,7 @@ export async function loginPage(main, {query}) {
   const offered = await loginProviders();
   if (offered.length) {
     providers.append(h('p', {class: 'muted'}, 'or'), ...offered.map((p) =>
-      h('a', {class: 'button', href: p.login_url || p.authorize_url},
+      h('a', {class: 'button', href: webAddress(p.login_url || p.authorize_url)},
         `Sign in with ${p.display_name || p.name || 'your identity provider'}`)));
   }
 }

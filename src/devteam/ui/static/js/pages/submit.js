@@ -1,8 +1,8 @@
 // Submit a task: what to do, and how the team should go about it.
 
-import {api} from '../api.js';
+import {agentTypes, api} from '../api.js';
 import {field, h, select} from '../dom.js';
-import {AGENT_TYPES, agentText} from '../format.js';
+import {agentText} from '../format.js';
 import {go} from '../nav.js';
 import {may} from '../roles.js';
 import {errorBox} from './parts.js';
@@ -11,16 +11,6 @@ function randomKey() {
   const bytes = new Uint8Array(16);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-async function agentChoices() {
-  try {
-    const agents = await api('/api/v1/agents');
-    const types = agents.map((a) => a.agent_type).filter(Boolean);
-    return types.length ? types : AGENT_TYPES;
-  } catch {
-    return AGENT_TYPES;
-  }
 }
 
 async function projectNames() {
@@ -42,7 +32,7 @@ export async function submitPage(main) {
     main.append(h('p', {class: 'empty'}, 'Your role may read tasks but not submit them.'));
     return;
   }
-  const [agents, projects] = await Promise.all([agentChoices(), projectNames()]);
+  const [agents, projects] = await Promise.all([agentTypes(), projectNames()]);
   const projectList = h('datalist', {id: 'project-names'}, projects.map((p) => h('option', {value: p})));
   const text = h('textarea', {name: 'task', rows: 6, required: true, minlength: 10, maxlength: 10000});
   const taskType = h('input', {name: 'task_type', value: 'feature', required: true, maxlength: 100});

@@ -1,8 +1,8 @@
 // The task list: newest first, filtered, following its unfinished tasks live.
 
-import {api} from '../api.js';
+import {agentTypes, api} from '../api.js';
 import {clear, field, h, select} from '../dom.js';
-import {AGENT_TYPES, STATUSES, TERMINAL, agentText, money, shortId, statusBadge, statusText, timeTag} from '../format.js';
+import {STATUSES, TERMINAL, agentText, money, shortId, statusBadge, statusText, timeTag} from '../format.js';
 import {live} from '../live.js';
 import {go} from '../nav.js';
 import {may} from '../roles.js';
@@ -17,7 +17,8 @@ export async function tasksPage(main, {query}) {
     project_id: query.get('project_id') || '',
   };
   const statusSelect = select('status', [['', 'Any status'], ...STATUSES.map((s) => [s, statusText(s)])], filters.status);
-  const agentSelect = select('agent_type', [['', 'Any agent'], ...AGENT_TYPES.map((a) => [a, agentText(a)])], filters.agent_type);
+  const agents = await agentTypes();
+  const agentSelect = select('agent_type', [['', 'Any agent'], ...agents.map((a) => [a, agentText(a)])], filters.agent_type);
   const projectInput = h('input', {name: 'project_id', value: filters.project_id, pattern: '[A-Za-z0-9_\\-]{1,64}', placeholder: 'any'});
   const form = h('form', {class: 'filters', role: 'search', 'aria-label': 'Filter tasks'},
     field('Status', statusSelect), field('Agent', agentSelect), field('Project', projectInput),
