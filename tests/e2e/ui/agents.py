@@ -3,7 +3,8 @@
 A marker in the task text, or the root task's metadata, says what the attempt
 does before it answers: `[wait:NAME]` (`{"wait": NAME}`) waits until the test
 opens the gate `NAME` (`TeamScript.open(NAME)`), `[block]` (`{"block": true}`)
-waits until the task is cancelled. Each agent type answers with its real
+waits until the task is cancelled, `[fail-once]` fails the first attempt with a
+retryable error. Each agent type answers with its real
 output model's shape, so the UI renders a research report, a codebase report or a
 code change with its diff and checks.
 """
@@ -15,7 +16,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from devteam.domain.agents import AgentContext
+from devteam.domain.agents import AgentContext, AgentFailed
 from devteam.domain.enums import AgentType
 from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 
@@ -175,6 +176,8 @@ class TypedAgent:
         if "[block]" in text or spec.metadata.get("block"):
             await context.progress("working until cancelled")
             await asyncio.Event().wait()
+        if "[fail-once]" in text and spec.attempt == 1:
+            raise AgentFailed("tool_error", "the workspace server timed out")
         await context.tool_call("workspace", "write_file", "ok", path="app/health.py")
         name, output = output_for(self.agent_type, spec)
         return TaskResult(

@@ -229,6 +229,26 @@ async def test_cancel_a_running_task(ui_server: UiServer, page: Any) -> None:
     assert done.status == "cancelled"
 
 
+async def test_a_retry_is_shown_with_its_reason(ui_server: UiServer, page: Any) -> None:
+    user = await ui_server.user(Role.DEVELOPER)
+    token = await ui_server.token(user.username)
+    task = await submit_api(
+        ui_server,
+        token,
+        task="Update the API client [fail-once]",
+        complexity=2,
+        agent_type="backend",
+    )
+    await log_in(page, ui_server, user.username)
+    await page.goto(f"{ui_server.url}/ui#/tasks/{task['id']}")
+    retry = page.locator(".timeline .event[data-type='task.retrying']")
+    await retry.get_by_text("Retrying, attempt 2").wait_for()
+    assert "the workspace server timed out" in (await retry.text_content() or "")
+    await status_of(page).filter(has_text="completed").wait_for()
+    about = page.locator(".facts div", has=page.locator("dt", has_text="Attempt"))
+    await about.locator("dd", has_text="2").wait_for()
+
+
 async def test_a_planned_task_shows_its_tree_and_typed_results(
     ui_server: UiServer, page: Any, accessible: Any
 ) -> None:
