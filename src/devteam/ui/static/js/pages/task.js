@@ -33,7 +33,8 @@ export async function taskPage(main, {params}) {
     throw error;
   }
 
-  const badge = h('span', {class: 'status-slot'});
+  // Announced to screen readers when the status changes.
+  const badge = h('span', {class: 'status-slot', 'aria-live': 'polite'});
   const liveState = h('span', {class: 'live-state', 'aria-live': 'polite'});
   const actions = h('div', {class: 'task-actions', 'aria-label': 'Actions'});
   const overview = h('div');
@@ -66,7 +67,10 @@ export async function taskPage(main, {params}) {
   let confirmingCancel = false;
 
   function render() {
-    badge.replaceChildren(statusBadge(task.status));
+    if (badge.dataset.status !== task.status) {
+      badge.dataset.status = task.status;
+      badge.replaceChildren(statusBadge(task.status));
+    }
     for (const s of task.subtasks || []) keys.set(s.id, s.key);
     renderActions();
     renderOverview();
@@ -180,7 +184,12 @@ export async function taskPage(main, {params}) {
           s.error ? h('p', {class: 'error'}, `${s.error.code}: ${s.error.message}`) : null))))))));
   }
 
+  let shownResult = null;
   function renderResult() {
+    // Left alone when unchanged, so an opened check output or a scrolled diff stays.
+    const text = JSON.stringify(task.result);
+    if (text === shownResult) return;
+    shownResult = text;
     clear(result);
     if (task.result) result.append(section('Result', resultView(task.result)));
   }
