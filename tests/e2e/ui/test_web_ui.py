@@ -291,6 +291,44 @@ async def test_a_planned_task_shows_its_tree_and_typed_results(
     assert set(whos) == {"research"}
 
 
+async def test_events_and_reviews_in_words(ui_server: UiServer, page: Any) -> None:
+    """The wording of events and results the verification loop brings (API.md)."""
+    await page.goto(ui_server.url + "/ui")
+    await page.get_by_label("Username").wait_for()
+    said = await page.evaluate(
+        """async () => {
+          const {describeEvent} = await import('/ui/assets/js/format.js');
+          const {resultView} = await import('/ui/assets/js/results.js');
+          const say = (type, data) => describeEvent({type, data, seq: 1});
+          const review = resultView({output_type: 'Review', output: {
+            verdict: 'request_changes', summary: 'The endpoint lacks a test.',
+            findings: [{severity: 'major', path: 'app/health.py', line: 6,
+                        message: 'No test covers /healthz.'}]}});
+          return {
+            check: say('check.completed', {name: 'test', command: 'pytest -q', round: 2,
+                                           exit_code: 1, passed: false, duration_s: 3.5}),
+            review: say('review.completed', {verdict: 'request_changes', round: 1,
+                                             findings: [{}, {}]}),
+            approved: say('review.completed', {verdict: 'approve', round: 2, findings: []}),
+            rule: say('rule.decision', {rule: 'LimitConcurrency', decision: 'delay',
+                                        reason: 'all 4 backend slots are busy',
+                                        transition: 'delegated => in_progress'}),
+            rendered: review.textContent,
+          };
+        }"""
+    )
+    assert said["check"] == ("Check test, round 2: failed (exit 1, 3.50 s) — pytest -q.")
+    assert said["review"] == "Review, round 1: changes requested (2 findings)."
+    assert said["approved"] == "Review, round 2: approved (0 findings)."
+    assert said["rule"] == (
+        "Rule LimitConcurrency held back the step delegated → in progress: "
+        "all 4 backend slots are busy."
+    )
+    assert "changes requested" in said["rendered"]
+    assert "app/health.py:6" in said["rendered"]
+    assert "No test covers /healthz." in said["rendered"]
+
+
 async def test_task_text_is_shown_as_text_never_run(ui_server: UiServer, page: Any) -> None:
     user = await ui_server.user(Role.DEVELOPER)
     await log_in(page, ui_server, user.username)

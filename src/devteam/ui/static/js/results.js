@@ -147,7 +147,6 @@ function codeChange(output) {
     table('Files changed', ['File', 'Change', '+', '−'], (output.files_changed || []).map((f) => [
       h('code', {}, f.old_path ? `${f.old_path} → ${f.path}` : f.path), f.status, `+${f.additions}`, `−${f.deletions}`])),
     checksView(output.checks),
-    output.review ? sub('Review', review(output.review)) : null,
     sub('Diff', diffView(output.diff)),
     sub('Tests added', list(output.tests_added, (t) => h('code', {}, t))),
     sub('Follow-ups', list(output.follow_ups)));
