@@ -26,6 +26,7 @@ from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_ht
 from devteam.security.tokens import configured_signing_keys
 from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
+from devteam.ui import routes as ui
 
 log = get_logger(__name__)
 
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(agents_routes.router)
     app.include_router(rules.router)
     app.include_router(websocket.router)
+    app.include_router(ui.router)
 
     if settings.cors_origins:
         app.add_middleware(
