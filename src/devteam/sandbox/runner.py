@@ -364,9 +364,12 @@ class Sandbox:
         except TimeoutError:
             timed_out = True
         except BaseException:
-            # The caller went away (cancelled): nothing of the command outlives it.
+            # The caller went away (cancelled): nothing of the command outlives it, and
+            # the process is reaped so its transport closes now, not when collected.
             _kill_tree(process)
             reader.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.wait_for(process.wait(), _REAP_GRACE_S))
             raise
         # Timed out or done: whatever the command left running goes too.
         _kill_tree(process)
@@ -516,7 +519,8 @@ async def _unprivileged_userns() -> int:
         helper.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             helper.kill()
-        await helper.wait()
+        # Read both pipes to their end as well, so the transport closes at once.
+        await helper.communicate()
 
 
 async def _expect(helper: asyncio.subprocess.Process, word: bytes) -> None:
