@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from devteam.api.docs import error_responses
 from devteam.api.security import SecurityDep, request_origin
@@ -41,6 +41,24 @@ class IdentityProviderOut(BaseModel):
 
 
 class SignInMethodsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "password": True,
+                    "identity_provider": {
+                        "issuer": "https://idp.example.com/realms/acme",
+                        "client_id": "devteam",
+                        "audience": "devteam-api",
+                        "scopes": "openid profile email offline_access",
+                        "token_type": "access_token",
+                        "authorization_endpoint": "https://idp.example.com/realms/acme/auth",
+                    },
+                }
+            ]
+        }
+    )
+
     password: bool = True
     """Local users sign in with `POST /api/v1/auth/token`."""
     identity_provider: IdentityProviderOut | None = None
@@ -62,6 +80,19 @@ class ProviderRefreshIn(BaseModel):
 
 
 class ProviderTokensOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiIuLi4ifQ.c2ln",
+                    "refresh_token": "8xLOxBtZp8",
+                    "token_type": "bearer",
+                    "expires_in": 300,
+                }
+            ]
+        }
+    )
+
     access_token: str
     """The provider's token to send as `Authorization: Bearer`."""
     refresh_token: str | None
@@ -116,6 +147,7 @@ async def sign_in_methods(security: SecurityDep) -> SignInMethodsOut:
     operation_id="exchange_provider_code",
     summary="Trade a provider's authorization code for its tokens",
     responses=error_responses(
+        ErrorCode.VALIDATION_ERROR,
         ErrorCode.UNAUTHORIZED,
         ErrorCode.FORBIDDEN,
         ErrorCode.NOT_FOUND,
@@ -145,6 +177,7 @@ async def exchange_provider_code(
     operation_id="refresh_provider_tokens",
     summary="Renew a provider's tokens",
     responses=error_responses(
+        ErrorCode.VALIDATION_ERROR,
         ErrorCode.UNAUTHORIZED,
         ErrorCode.NOT_FOUND,
         ErrorCode.RATE_LIMITED,
