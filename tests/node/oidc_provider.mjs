@@ -44,7 +44,7 @@ function start(options) {
           ...(options.device_flow ? ['urn:ietf:params:oauth:grant-type:device_code'] : []),
         ],
         response_types: ['code'],
-        redirect_uris: ['http://127.0.0.1/callback'],
+        redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/ui/'],
       },
       {
         client_id: 'devteam-ui',

@@ -42,6 +42,7 @@ from devteam.domain.errors import (
     ConfigError,
     Conflict,
     Forbidden,
+    NotFound,
     ServiceUnavailable,
     TokenExpired,
     Unauthorized,
@@ -100,6 +101,15 @@ def token_issuer(token: str) -> str | None:
         return None
     issuer = claims.get("iss")
     return issuer if isinstance(issuer, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTokens:
+    """What the provider's token endpoint gave: the bearer for this API, and a refresh token."""
+
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +204,15 @@ class ProviderKeys:
                 "the identity provider's discovery document names another issuer"
             )
         jwks_uri = metadata.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not self._allowed_url(jwks_uri):
+        if not isinstance(jwks_uri, str) or not self.allowed_url(jwks_uri):
             raise ServiceUnavailable("the identity provider's jwks_uri is missing or not https")
         return metadata
 
-    def _allowed_url(self, url: str) -> bool:
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    def allowed_url(self, url: str) -> bool:
         return url.startswith("https://") or (self.config.allow_http and url.startswith("http://"))
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
@@ -331,6 +345,64 @@ class OidcAuthenticator:
 
     async def close(self) -> None:
         await self.keys.close()
+
+    async def authorization_endpoint(self) -> str | None:
+        """Where browsers sign in (from discovery); None while the provider is unreachable."""
+        try:
+            endpoint = (await self.keys.metadata()).get("authorization_endpoint")
+        except ServiceUnavailable:
+            return None
+        return endpoint if isinstance(endpoint, str) else None
+
+    async def exchange_code(self, code: str, verifier: str, redirect_uri: str) -> ProviderTokens:
+        """The web UI's authorization code (with its PKCE verifier) traded for tokens.
+
+        Done here, not in the browser, so the page needs no connection to the provider
+        (its CSP stays `connect-src 'self'`) and the provider no CORS.
+        """
+        return await self._token_request(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": redirect_uri,
+            }
+        )
+
+    async def refresh(self, refresh_token: str) -> ProviderTokens:
+        """New tokens from the provider's refresh token."""
+        return await self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
+
+    async def _token_request(self, form: dict[str, str]) -> ProviderTokens:
+        client_id = self.config.client_id
+        if client_id is None:
+            raise NotFound("single sign-on names no client (DEVTEAM_OIDC_CLIENT_ID)")
+        endpoint = (await self.keys.metadata()).get("token_endpoint")
+        if not isinstance(endpoint, str) or not self.keys.allowed_url(endpoint):
+            raise ServiceUnavailable("the identity provider's token endpoint is missing")
+        form = {**form, "client_id": client_id, "resource": self.config.audience or ""}
+        try:
+            response = await self.keys.http.post(endpoint, data=form)
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            raise ServiceUnavailable("the identity provider cannot be reached") from None
+        if not isinstance(body, dict):
+            raise ServiceUnavailable("the identity provider answered no JSON object")
+        if response.is_error:
+            error = str(body.get("error", "refused"))[:100]
+            raise Unauthorized(f"the identity provider refused: {error}")
+        token = body.get(self.config.token_type)
+        if not isinstance(token, str):
+            raise Unauthorized(f"the identity provider's answer has no {self.config.token_type}")
+        refresh_token = body.get("refresh_token")
+        expires_in = body.get("expires_in")
+        return ProviderTokens(
+            access_token=token,
+            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            expires_in=int(expires_in) if isinstance(expires_in, int | float) else 300,
+        )
 
     async def _refuse(self, identity: Identity, auditor: Auditor, user: User | None) -> NoReturn:
         await auditor.record(

@@ -38,9 +38,10 @@ LAPTOP = {"width": 1366, "height": 860}
 PHONE = {"width": 390, "height": 844}
 # Generous enough that the tests never meet them, except where a test means to.
 RATE_LIMITS = RateLimitsConfig(
-    api_per_user="600/minute",
+    reads_per_user="2000/minute",
+    writes_per_user="600/minute",
+    task_submissions_per_user="600/minute",
     login_per_ip="600/minute",
-    login_per_username="600/minute",
     ws_connect_per_user="600/minute",
 )
 

@@ -205,6 +205,7 @@ async def test_the_service_names_its_identity_provider_for_clients(
             "audience": AUDIENCE,
             "scopes": "openid profile email offline_access",
             "token_type": "access_token",
+            "authorization_endpoint": f"{idp.issuer}/auth",
         },
     }
     async with make_live_server() as plain, plain.http() as http:

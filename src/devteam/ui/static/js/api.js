@@ -50,13 +50,14 @@ export const session = {
   },
 };
 
-function keep(tokens, user) {
+function keep(tokens, user, {sso = false} = {}) {
   const previous = session.read() || {};
   session.save({
     access_token: tokens.access_token,
-    refresh_token: tokens.refresh_token,
+    refresh_token: tokens.refresh_token || previous.refresh_token || null,
     expires_at: Date.now() + (Number(tokens.expires_in) || 300) * 1000,
     user: user || previous.user || null,
+    sso: sso || previous.sso || false,
   });
 }
 
@@ -108,7 +109,9 @@ export function refresh() {
     refreshing = (async () => {
       const current = session.read();
       if (!current?.refresh_token) throw expired();
-      const response = await send('/api/v1/auth/refresh', {
+      // Single sign-on tokens are the provider's: the service renews them there.
+      const path = current.sso ? '/api/v1/auth/oidc/refresh' : '/api/v1/auth/refresh';
+      const response = await send(path, {
         method: 'POST',
         headers: {'Content-Type': 'application/json'},
         body: JSON.stringify({refresh_token: current.refresh_token}),
@@ -208,18 +211,85 @@ export async function agentTypes() {
 }
 
 /**
- * Other ways to sign in the server offers, e.g. an identity provider.
- * Expects `GET /api/v1/auth/providers` → `{"items": [{"name", "display_name"?, "login_url"}]}`
- * (or a bare list); a server without the endpoint (404) offers the password only.
+ * The identity provider the server trusts, when a browser can sign in there:
+ * `GET /api/v1/auth/providers` → `identity_provider` with a client and an
+ * authorization endpoint; null otherwise (password only).
  */
-export async function loginProviders() {
+export async function identityProvider() {
   try {
     const response = await fetch('/api/v1/auth/providers', {headers: {Accept: 'application/json'}});
-    if (!response.ok) return [];
-    const body = await response.json();
-    const items = Array.isArray(body) ? body : body.items || body.providers || [];
-    return items.filter((p) => p && webAddress(p.login_url || p.authorize_url));
+    if (!response.ok) return null;
+    const provider = (await response.json()).identity_provider;
+    if (!provider?.client_id || !webAddress(provider.authorization_endpoint)) return null;
+    return provider;
   } catch {
-    return [];
+    return null;
   }
+}
+
+const SSO_STORE = 'devteam.sso';
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function randomText(size) {
+  return base64url(crypto.getRandomValues(new Uint8Array(size)));
+}
+
+function redirectUri() {
+  return `${window.location.origin}/ui/`;
+}
+
+/**
+ * Go to the provider to sign in: the authorization code flow with PKCE (RFC 7636).
+ * The verifier and state wait in sessionStorage for the way back (`finishSignIn`).
+ */
+export async function startSignIn(provider, next) {
+  const verifier = randomText(48);
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier));
+  const state = randomText(24);
+  sessionStorage.setItem(SSO_STORE, JSON.stringify({verifier, state, next}));
+  const url = new URL(provider.authorization_endpoint);
+  url.search = new URLSearchParams({
+    client_id: provider.client_id,
+    response_type: 'code',
+    redirect_uri: redirectUri(),
+    scope: provider.scopes,
+    state,
+    code_challenge: base64url(new Uint8Array(digest)),
+    code_challenge_method: 'S256',
+    resource: provider.audience,
+  }).toString();
+  window.location.assign(url.toString());
+}
+
+/**
+ * Back from the provider with `?code=&state=` (or `?error=`): trade the code for
+ * tokens through the service and keep them. Returns the route to go to next.
+ */
+export async function finishSignIn(query) {
+  const pending = JSON.parse(sessionStorage.getItem(SSO_STORE) || 'null');
+  sessionStorage.removeItem(SSO_STORE);
+  if (query.get('error')) {
+    throw new ApiError(401, query.get('error'),
+      `The identity provider did not sign you in: ${query.get('error_description') || query.get('error')}.`);
+  }
+  if (!pending || pending.state !== query.get('state')) {
+    throw new ApiError(400, 'bad_state', 'This sign-in did not start here; try again.');
+  }
+  const response = await send('/api/v1/auth/oidc/token', {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({
+      code: query.get('code'),
+      code_verifier: pending.verifier,
+      redirect_uri: redirectUri(),
+    }),
+  });
+  if (!response.ok) throw await errorOf(response);
+  keep(await response.json(), null, {sso: true});
+  const user = await api('/api/v1/users/me');
+  session.save({...session.read(), user});
+  return pending.next || '#/tasks';
 }

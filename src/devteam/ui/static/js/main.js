@@ -5,7 +5,7 @@
 // and may return a function that stops its timers and live subscriptions when the
 // user goes elsewhere.
 
-import {endSession, logout, session} from './api.js';
+import {endSession, finishSignIn, logout, session} from './api.js';
 import {clear, h} from './dom.js';
 import {live} from './live.js';
 import {go, notify, pageChanged} from './nav.js';
@@ -126,4 +126,21 @@ document.getElementById('skip').addEventListener('click', (event) => {
   main.focus();
 });
 
-route();
+// Back from the identity provider (`/ui/?code=…&state=…`): finish signing in, then
+// drop the code from the address bar and the history.
+async function start() {
+  const query = new URLSearchParams(window.location.search);
+  if (query.has('code') || query.has('error')) {
+    let next = '#/tasks';
+    try {
+      next = await finishSignIn(query);
+    } catch (error) {
+      notify(error.describe ? error.describe() : String(error), 'warn', {keep: true});
+      next = '#/login';
+    }
+    window.history.replaceState(null, '', `/ui/${next}`);
+  }
+  route();
+}
+
+start();

@@ -1,8 +1,8 @@
 // Log in with a username and password (and, when the server offers one, an
 // identity provider: see `loginProviders`).
 
-import {ApiError, login, loginProviders, session} from '../api.js';
-import {field, h, webAddress} from '../dom.js';
+import {ApiError, identityProvider, login, session, startSignIn} from '../api.js';
+import {field, h} from '../dom.js';
 import {go, notify} from '../nav.js';
 
 function nextRoute(query) {
@@ -49,11 +49,12 @@ export async function loginPage(main, {query}) {
   main.append(form);
   username.focus();
 
-  // Single sign-on: a button per identity provider the server reports, if any.
-  const offered = await loginProviders();
-  if (offered.length) {
-    providers.append(h('p', {class: 'muted'}, 'or'), ...offered.map((p) =>
-      h('a', {class: 'button', href: webAddress(p.login_url || p.authorize_url)},
-        `Sign in with ${p.display_name || p.name || 'your identity provider'}`)));
+  // Single sign-on: the identity provider the server trusts, if any.
+  const provider = await identityProvider();
+  if (provider) {
+    const host = new URL(provider.issuer).host;
+    const button = h('button', {type: 'button', class: 'button'}, `Sign in with ${host}`);
+    button.addEventListener('click', () => startSignIn(provider, nextRoute(query)));
+    providers.append(h('p', {class: 'muted'}, 'or'), button);
   }
 }
