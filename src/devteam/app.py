@@ -18,6 +18,7 @@ from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
+from devteam.api.swagger import install_docs, operation_id
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -101,6 +102,12 @@ def create_app(
         summary="Run an AI development team: submit tasks, follow them live, get typed results.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # `/docs` is served by `install_docs`, from the service's own files (no CDN);
+        # ReDoc would load from a CDN, so there is none.
+        docs_url=None,
+        redoc_url=None,
+        # Operation ids are the route functions' names: `submit_task`, `read_task`, ...
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them."},
             {"name": "agents", "description": "The agents of the team."},
@@ -108,6 +115,7 @@ def create_app(
         ],
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)
