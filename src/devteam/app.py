@@ -17,7 +17,7 @@ from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
-from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
+from devteam.api.routes import audit, auth, health, mcp, metrics, rules, streams, tasks, users
 from devteam.api.swagger import install_docs, operation_id
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
@@ -123,6 +123,7 @@ def create_app(
     app.include_router(mcp.router)
     app.include_router(metrics.router)
     app.include_router(tasks.router)
+    app.include_router(streams.router)
     app.include_router(agents_routes.router)
     app.include_router(rules.router)
     app.include_router(websocket.router)

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     """Largest message a WebSocket client may send (larger: the server closes with 1009)."""
     ws_max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     """Task subscriptions one WebSocket connection may hold at once."""
+    sse_keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """Seconds between keep-alive comments on a Server-Sent Events stream with nothing to send."""
 
     jwt_secret: SecretStr | None = None
     """HMAC key for tokens, at least 32 bytes; required in production."""

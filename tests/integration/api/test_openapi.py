@@ -58,8 +58,13 @@ def success_problems(spec: dict[str, Any], responses: dict[str, Any]) -> list[st
         if code == "204":
             continue
         contents = responses[code].get("content", {})
-        # JSON everywhere, but for /metrics, which speaks Prometheus's text format.
-        content = contents.get("application/json") or contents.get("text/plain")
+        # JSON everywhere, but for /metrics, which speaks Prometheus's text format, and the
+        # Server-Sent Events stream.
+        content = (
+            contents.get("application/json")
+            or contents.get("text/plain")
+            or contents.get("text/event-stream")
+        )
         if content is None or "schema" not in content:
             found.append(f"{code} has no response model")
         elif not (
@@ -85,6 +90,7 @@ async def test_every_route_is_documented(make_auth_client: Callable[..., Any]) -
         "/api/v1/tasks",
         "/api/v1/tasks/{task_id}",
         "/api/v1/tasks/{task_id}/events",
+        "/api/v1/tasks/{task_id}/events/stream",
         "/api/v1/tasks/{task_id}/cancel",
         "/api/v1/tasks/{task_id}/approve",
         "/api/v1/agents",
