@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from devteam.domain.enums import AgentType, Phase, TaskStatus
+from devteam.domain.webhooks import Webhook
 
 METADATA_MAX_BYTES = 16 * 1024
 MAX_SUBTASKS = 50
@@ -118,6 +119,8 @@ class TaskRequest(BaseModel):
     subtasks: SubtaskList | None = None
     budget: Budget | None = None
     require_approval: StrictBool = False
+    webhook: Webhook | None = None
+    """Called with the task when it completes, fails or is cancelled."""
 
     _strip = field_validator("task", mode="before")(_strip_text)
 
@@ -256,6 +259,8 @@ class Task(BaseModel):
     budget: Budget | None
     plan: list[SubtaskRequest] | None = None
     """An explicit plan given at submission, kept until the task is planned."""
+    webhook: Webhook | None = None
+    """Of a root task: where to POST it when it ends."""
     attempt: int
     version: int
     created_by: UUID

@@ -35,6 +35,7 @@ from devteam.orchestration.rules.scheduling import (
     WaitForParentToRun,
     WaitForRetryBackoff,
 )
+from devteam.orchestration.rules.webhooks import QueueWebhookDelivery
 
 
 def default_policy() -> Policy:
@@ -63,6 +64,7 @@ def default_policy() -> Policy:
             FailParentWhenChildFails(),
             FinishCancellation(),
             DelegateReadyWork(),
+            QueueWebhookDelivery(),
             # Instrumentation.
             ManageLeases(),
             EnqueueReadyWork(),
