@@ -17,7 +17,18 @@ from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
-from devteam.api.routes import audit, auth, health, mcp, metrics, rules, streams, tasks, users
+from devteam.api.routes import (
+    audit,
+    auth,
+    health,
+    mcp,
+    metrics,
+    rules,
+    streams,
+    tasks,
+    users,
+    webhooks,
+)
 from devteam.api.swagger import install_docs, operation_id
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
@@ -26,6 +37,7 @@ from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_ht
 from devteam.security.tokens import configured_signing_keys
 from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
+from devteam.webhooks.dispatcher import WebhookDispatcher
 
 log = get_logger(__name__)
 
@@ -80,6 +92,7 @@ def create_app(
             app.state.services = services
             app.state.hub = EventHub(services.broker)
             app.state.ws_connections = websocket.Connections()
+            dispatcher = await start_webhook_dispatcher(services)
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
@@ -90,6 +103,8 @@ def create_app(
             try:
                 yield
             finally:
+                if dispatcher is not None:
+                    await dispatcher.stop()
                 await app.state.ws_connections.close()
                 await app.state.hub.close()
                 if services.security is not None:
@@ -124,6 +139,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(tasks.router)
     app.include_router(streams.router)
+    app.include_router(webhooks.router)
     app.include_router(agents_routes.router)
     app.include_router(rules.router)
     app.include_router(websocket.router)
@@ -152,6 +168,15 @@ def create_app(
         in_flight=HTTP_IN_FLIGHT.inc,
     )
     return app
+
+
+async def start_webhook_dispatcher(services: Services) -> WebhookDispatcher | None:
+    """Deliver the webhook outbox from this process (when webhooks are configured)."""
+    if services.settings.webhook_secret is None:
+        return None
+    dispatcher = WebhookDispatcher(services.store, services.settings, webhooks.render_task)
+    await dispatcher.start()
+    return dispatcher
 
 
 def create_worker_app(services: Services) -> FastAPI:

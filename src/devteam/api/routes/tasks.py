@@ -28,6 +28,7 @@ from devteam.domain.tasks import Budget, Task, TaskError, TaskRequest, TaskSumma
 from devteam.orchestration.team_leader import Within
 from devteam.security import AuditAction, Auditor, Principal, authorize_owned
 from devteam.storage import Store, UnitOfWork
+from devteam.webhooks.addresses import check_webhook
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -290,6 +291,8 @@ async def submit_task(
         ),
     ] = None,
 ) -> TaskOut:
+    if body.webhook is not None:
+        await check_webhook(body.webhook, services.settings)
     details = {"agent_type": body.agent_type, "complexity": body.complexity}
     async with _audit_refusals(auditor, AuditAction.TASK_SUBMIT, caller, None):
         submission = await services.team_leader.submit(
