@@ -215,7 +215,8 @@ def _first_error(exc: ValidationError, *, env: bool = False) -> str:
             parts.append(f"{location}: unknown key")
         else:
             got = error.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            secret = any(word in location.lower() for word in ("secret", "token", "password"))
+            shown = "" if secret or isinstance(got, dict | list) else f" (got {got!r})"
             parts.append(f"{location}: {problem}{shown}")
     return "; ".join(parts)
 
