@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from devteam.domain.errors import ErrorCode
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     code: str = Field(examples=["not_found"])
     """Stable snake_case code; clients match on it."""
     message: str
@@ -26,7 +28,10 @@ class ErrorBody(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     error: ErrorBody
+    """What went wrong."""
 
 
 _DEFAULTS: dict[ErrorCode, tuple[int, str]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -126,3 +127,84 @@ async def test_docs_page_has_the_authorize_button(make_auth_client: Callable[...
     scheme = spec["components"]["securitySchemes"]["OAuth2"]
     assert scheme["type"] == "oauth2"
     assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
+
+
+def undocumented(schema: Any, where: str) -> list[str]:
+    """Properties anywhere under `schema` (nested objects, items, unions) without a description."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if not (isinstance(prop, dict) and prop.get("description")):
+                found.append(f"{where}.{name}")
+            found += undocumented(prop, f"{where}.{name}")
+        for key in ("items", "additionalProperties"):
+            found += undocumented(schema.get(key), f"{where}[]")
+        for key in ("anyOf", "oneOf", "allOf"):
+            for option in schema.get(key, []):
+                found += undocumented(option, where)
+    return found
+
+
+async def test_every_field_has_a_description(make_auth_client: Callable[..., Any]) -> None:
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    missing = [
+        problem
+        for name, schema in spec["components"]["schemas"].items()
+        for problem in undocumented(schema, name)
+    ]
+    assert not missing, "\n".join(missing)
+
+
+async def test_operation_ids_are_the_routes_names(make_auth_client: Callable[..., Any]) -> None:
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    ids = {
+        f"{method.upper()} {path}": op["operationId"]
+        for path, operations in spec["paths"].items()
+        for method, op in operations.items()
+    }
+    assert len(set(ids.values())) == len(ids), "operation ids are unique"
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", op_id) for op_id in ids.values()), ids
+    assert {
+        "POST /api/v1/tasks": "submit_task",
+        "GET /api/v1/tasks": "list_tasks",
+        "GET /api/v1/tasks/{task_id}": "read_task",
+        "GET /api/v1/tasks/{task_id}/events": "read_events",
+        "GET /api/v1/tasks/{task_id}/events/stream": "stream_events",
+        "GET /api/v1/tasks/{task_id}/webhooks": "list_webhook_deliveries",
+        "POST /api/v1/tasks/{task_id}/cancel": "cancel_task",
+        "POST /api/v1/tasks/{task_id}/approve": "approve_task",
+        "POST /api/v1/auth/token": "login",
+        "GET /api/v1/users/me": "read_me",
+    }.items() <= ids.items()
+
+
+async def test_the_docs_page_loads_nothing_from_elsewhere(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    async with make_auth_client() as (_, client):
+        page = await client.get("/docs")
+        redirect = await client.get("/docs/oauth2-redirect")
+        references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assets = {url: await client.get(url) for url in references}
+        redoc = await client.get("/redoc")
+    assert page.status_code == 200
+    assert "SwaggerUIBundle" in page.text
+    # Nothing but the service's own paths, and no validator badge calling out.
+    assert not re.search(r"https?://", page.text), page.text
+    assert '"validatorUrl": null' in page.text
+    assert sorted(references) == [
+        "/static/swagger/favicon-32x32.png",
+        "/static/swagger/swagger-ui-bundle.js",
+        "/static/swagger/swagger-ui.css",
+    ]
+    for url, asset in assets.items():
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+    assert "javascript" in assets["/static/swagger/swagger-ui-bundle.js"].headers["content-type"]
+    assert "SwaggerUIBundle" in assets["/static/swagger/swagger-ui-bundle.js"].text
+    assert assets["/static/swagger/swagger-ui.css"].headers["content-type"].startswith("text/css")
+    assert redirect.status_code == 200
+    assert "oauth2" in redirect.text
+    assert redoc.status_code == 404  # ReDoc would load from a CDN

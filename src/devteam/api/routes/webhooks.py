@@ -55,7 +55,8 @@ _EXAMPLE: dict[str, Any] = {
 
 class WebhookDeliveries(BaseModel):
     model_config = ConfigDict(
-        use_attribute_docstrings=True, json_schema_extra={"examples": [_EXAMPLE]}
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [_EXAMPLE]},
     )
 
     webhook: Webhook | None
