@@ -44,6 +44,9 @@ log = get_logger(__name__)
 DESCRIPTION = """\
 Submit development tasks to an AI team, follow them live, get typed results.
 
+The whole contract (REST, WebSocket, Server-Sent Events, webhooks) is `docs/api.md`
+in the DevTeam repository; this page documents every route with examples.
+
 **Authorize** with a username and password (the button below), or send
 `Authorization: Bearer <access_token>` from `POST /api/v1/auth/token`.
 
@@ -62,6 +65,20 @@ Server messages: `subscribed`, `event` (`{"type": "event", "task_id", "event"}`)
 `lagged` (`{"task_id", "last_seq"}`: you fell too far behind; that subscription
 stopped, subscribe again with `after = last_seq`). Messages larger than the limit
 close the connection with 1009.
+
+### Live events: `GET /api/v1/tasks/{task_id}/events/stream` (Server-Sent Events)
+
+Each event as `id: <seq>` and `data: <Event JSON>`; resumes after `Last-Event-ID` (or
+`after`), replays then streams live with no gap and no duplicate, sends keep-alive
+comments, and ends once the task has finished and every event is sent.
+
+### Webhooks
+
+A task submitted with `webhook: {"url", "events"?}` is POSTed (as `GET
+/api/v1/tasks/{task_id}` shows it) when it completes, fails or is cancelled, signed
+per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with
+`DEVTEAM_WEBHOOK_SECRET`, retried with back-off for a day; `GET
+/api/v1/tasks/{task_id}/webhooks` lists the attempts.
 """
 
 

@@ -1,4 +1,4 @@
-"""OpenAPI documentation of error responses, in the one error shape of API.md.
+"""OpenAPI documentation of error responses, in the one error shape of docs/api.md.
 
 `error_responses(ErrorCode.NOT_FOUND, (ErrorCode.CONFLICT, "user 'ada' already exists"))`
 gives a route's `responses=`: per status, the schema, a description and one example

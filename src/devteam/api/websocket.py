@@ -1,6 +1,6 @@
 """`GET /api/v1/ws`: live task events over WebSocket, resumable without gap or duplicate.
 
-The protocol is in API.md. How this server keeps its promises:
+The protocol is in docs/api.md. How this server keeps its promises:
 
 - **Replay, then live, no gap, no duplicate.** Each subscription is an
   `EventFollower` (api/follow.py, shared with the Server-Sent Events stream): it
@@ -25,7 +25,7 @@ The protocol is in API.md. How this server keeps its promises:
   connection comes at a random point of the second half of the interval, so the
   checks of many clients that connected together are spread out.
 
-Beyond API.md, the server also sends `{"type": "unsubscribed", "task_id"}` to
+Beyond the base protocol, the server also sends `{"type": "unsubscribed", "task_id"}` to
 confirm an unsubscribe (no event of that task follows it) and a periodic
 `{"type": "heartbeat"}`; events carry the subscription's `task_id` at the top
 level; errors about a task carry its `task_id`. Clients ignore types they do not

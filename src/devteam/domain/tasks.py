@@ -97,7 +97,7 @@ SubtaskList = Annotated[list[SubtaskRequest], Field(min_length=1, max_length=MAX
 
 
 class TaskRequest(BaseModel):
-    """The body of `POST /api/v1/tasks`, validated exactly as API.md lists."""
+    """The body of `POST /api/v1/tasks`, validated exactly as docs/api.md lists."""
 
     model_config = ConfigDict(
         use_attribute_docstrings=True,

@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from tests.conftest import REPO
+
 PUBLIC = {"/api/v1/auth/token", "/api/v1/auth/refresh"}
 """API routes that take no access token."""
 
@@ -115,6 +117,8 @@ async def test_submit_documents_both_answers_the_key_and_its_errors(
     assert request["examples"][0]["task"]
     assert request["additionalProperties"] is False
     assert "WebSocket" in spec["info"]["description"]
+    assert "docs/api.md" in spec["info"]["description"]
+    assert "Server-Sent Events" in spec["info"]["description"]
 
 
 async def test_docs_page_has_the_authorize_button(make_auth_client: Callable[..., Any]) -> None:
@@ -208,3 +212,22 @@ async def test_the_docs_page_loads_nothing_from_elsewhere(
     assert redirect.status_code == 200
     assert "oauth2" in redirect.text
     assert redoc.status_code == 404  # ReDoc would load from a CDN
+
+
+async def test_the_contract_in_the_repository_covers_every_route(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    contract = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    undescribed = [
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if f"{method.upper()} {re.sub(r'{[a-z_]+}', '{id}', path)}" not in contract
+    ]
+    assert not undescribed, undescribed
+    # It stands on its own: no pointer to documents outside the repository.
+    assert "DESIGN.md" not in contract
+    assert "beside this file" not in contract
+    assert "docs/api.md" in (REPO / "README.md").read_text(encoding="utf-8")
