@@ -6,7 +6,8 @@ async with WebhookReceiver(secret, answers=[500]) as receiver:
     first, second = await receiver.deliveries(2)
 ```
 
-It answers each request with the next status of `answers` (then 204), verifies
+It answers each request with the next status of `answers` (then 204; a 3xx
+points `Location` at `/elsewhere`, which records who followed it), verifies
 the Standard Webhooks signature with `standardwebhooks.Webhook(secret).verify`,
 and records what it got.
 """
@@ -38,10 +39,16 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str, *, answers: list[int] | None = None) -> None:
+    def __init__(
+        self, secret: str, *, answers: list[int] | None = None, delays: list[float] | None = None
+    ) -> None:
         self.verifier = Webhook(secret)
         self.answers = list(answers or [])
+        self.delays = list(delays or [])
+        """Seconds to wait before answering each request, in turn (then none)."""
         self.received: list[Received] = []
+        self.redirected: list[str] = []
+        """Requests that followed a redirect this receiver answered (to `/elsewhere`)."""
         self._arrived = asyncio.Condition()
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -60,10 +67,17 @@ class WebhookReceiver:
         except WebhookVerificationError:
             payload, verified = None, False
         status = self.answers.pop(0) if self.answers else 204
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         async with self._arrived:
             self.received.append(Received(headers, body, payload, verified, status))
             self._arrived.notify_all()
-        return Response(status_code=status)
+        headers = {"Location": "/elsewhere"} if 300 <= status < 400 else None
+        return Response(status_code=status, headers=headers)
+
+    async def _elsewhere(self, request: Request) -> Response:
+        self.redirected.append(request.method)
+        return Response(status_code=204)
 
     async def deliveries(self, count: int, timeout: float = 20.0) -> list[Received]:
         """Wait until `count` requests arrived; return them."""
@@ -72,7 +86,12 @@ class WebhookReceiver:
             return list(self.received)
 
     async def __aenter__(self) -> WebhookReceiver:
-        app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/hook", self._hook, methods=["POST"]),
+                Route("/elsewhere", self._elsewhere, methods=["GET", "POST"]),
+            ]
+        )
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))

@@ -112,6 +112,37 @@ async def test_a_signed_delivery_is_retried_after_a_500(
     assert item["last_status_code"] == 204
 
 
+async def test_a_receiver_that_does_not_answer_in_time_gets_it_again(
+    make_live_server: Callable[..., Any],
+) -> None:
+    async with (
+        WebhookReceiver(SECRET, delays=[3.0]) as receiver,
+        make_live_server(agents=ScriptBook().agents(), webhook_timeout_s=0.5, **FAST) as server,
+    ):
+        _, token = await server.login_new_user()
+        task = await submit(server, token, webhook={"url": receiver.url})
+        listing = await deliveries_when(server, token, task["id"], delivered)
+    first, second = listing["items"][0]["history"]
+    assert first["status_code"] is None
+    assert first["error"] == "no answer within 0.5 s"
+    assert second["status_code"] == 204
+
+
+async def test_redirects_are_not_followed(make_live_server: Callable[..., Any]) -> None:
+    async with (
+        WebhookReceiver(SECRET, answers=[307]) as receiver,
+        make_live_server(agents=ScriptBook().agents(), **FAST) as server,
+    ):
+        _, token = await server.login_new_user()
+        task = await submit(server, token, webhook={"url": receiver.url})
+        await receiver.deliveries(2)
+        listing = await deliveries_when(server, token, task["id"], delivered)
+    assert receiver.redirected == []
+    history = listing["items"][0]["history"]
+    assert [a["status_code"] for a in history] == [307, 204]
+    assert history[0]["error"] == "the receiver answered 307"
+
+
 async def test_a_pending_delivery_survives_a_restart(
     database: str, make_live_server: Callable[..., Any]
 ) -> None:
