@@ -126,6 +126,8 @@ async def test_a_dropped_stream_resumes_with_last_event_id(
         ):
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-store"
+            assert response.headers["x-accel-buffering"] == "no"
             async for message in messages(response):
                 if not message.data:
                     continue
@@ -251,3 +253,19 @@ async def test_authentication_and_object_level_access(
     assert malformed.json()["error"]["code"] == "validation_error"
     assert status == 200
     assert first.event["type"] == "task.created"
+
+
+async def test_a_session_ended_by_logout_ends_the_stream(
+    make_live_server: Callable[..., Any],
+) -> None:
+    async with make_live_server(ws_heartbeat_s=0.1) as server:
+        _, token = await server.login_new_user()
+        task_id = await submit(server, token, agent_type="research")  # no executors: it waits
+        async with server.http(token) as http, http.stream("GET", stream_path(task_id)) as response:
+            async with asyncio.timeout(10):
+                reader = aiter(messages(response))
+                first = await anext(reader)
+                assert (await http.post("/api/v1/auth/logout")).status_code == 204
+                rest = [m async for m in reader]
+    assert first.event["type"] == "task.created"
+    assert rest == []

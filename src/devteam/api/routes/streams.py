@@ -5,7 +5,9 @@ reconnects with `Last-Event-ID` (browsers' `EventSource` do it by themselves)
 or `?after=` gets what followed, with no gap and no duplicate: the stream is an
 `EventFollower` (api/follow.py), like a WebSocket subscription. Keep-alive
 comments go out every `sse_keepalive_s` seconds. The stream ends once the task,
-and every subtask under it, has finished and every event is sent.
+and every subtask under it, has finished and every event is sent; or when, at a
+check every `ws_heartbeat_s` seconds, the caller's token has expired, their
+session ended or they may no longer read the task.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -23,14 +26,14 @@ from devteam.api.deps import ServicesDep
 from devteam.api.docs import error_responses
 from devteam.api.follow import EventFollower
 from devteam.api.hub import EventHub
-from devteam.api.security import CurrentUser
+from devteam.api.security import CurrentUser, bearer_token
 from devteam.api.websocket import event_text
 from devteam.domain.enums import TERMINAL_STATUSES
-from devteam.domain.errors import ErrorCode, NotFound
+from devteam.domain.errors import ErrorCode, NotFound, Unauthorized
 from devteam.domain.events import Event, EventType
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
-from devteam.security import Principal, authorize_owned
+from devteam.security import Principal, Security, authorize_owned
 from devteam.storage import Store
 
 log = get_logger(__name__)
@@ -105,7 +108,7 @@ class TaskEventStream(EventFollower):
 
 async def _open(
     store: Store, hub: EventHub, caller: Principal, task_id: UUID, after: int
-) -> TaskEventStream:
+) -> tuple[TaskEventStream, UUID]:
     """The stream of a task the caller may read (404 otherwise, as for reading the task)."""
     async with store.read() as tx:
         task = await tx.tasks.get(task_id)
@@ -117,13 +120,46 @@ async def _open(
     authorize_owned(caller, root.created_by, TASKS_READ, resource=f"task {task_id}")
     stream = TaskEventStream(store, hub, task_id, after)
     stream.target(root.id, task.id if task.parent_id is not None else None)
-    return stream
+    return stream, root.created_by
 
 
-async def _messages(stream: TaskEventStream) -> AsyncIterator[ServerSentEvent]:
+@dataclass(frozen=True)
+class Recheck:
+    """How the stream checks, now and then, that its caller may still read the task."""
+
+    security: Security
+    token: str
+    owner: UUID
+    interval_s: float
+
+    async def allows(self) -> bool:
+        try:
+            caller = await self.security.session_checks.authenticate(self.token)
+        except Unauthorized:
+            return False
+        return caller.can_on(self.owner, TASKS_READ)
+
+
+async def _messages(stream: TaskEventStream, recheck: Recheck) -> AsyncIterator[ServerSentEvent]:
     runner = asyncio.create_task(stream.run(), name=f"sse-stream-{stream.task_id}")
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + recheck.interval_s
     try:
-        while (event := await stream.queue.get()) is not None:
+        while True:
+            if loop.time() >= next_check:
+                # An expired token, an ended session or a lost right ends the stream (as
+                # it closes a WebSocket); the client reconnects with Last-Event-ID.
+                if not await recheck.allows():
+                    log.info("event stream ended: the caller may no longer read the task")
+                    return
+                next_check = loop.time() + recheck.interval_s
+            try:
+                async with asyncio.timeout_at(next_check):
+                    event = await stream.queue.get()
+            except TimeoutError:
+                continue
+            if event is None:
+                break
             yield ServerSentEvent(data=event_text(event), id=str(event.seq))
         await runner  # raises what ended it early, if anything did
     finally:
@@ -187,11 +223,14 @@ async def stream_events(
 ) -> EventSourceResponse:
     hub: EventHub = request.app.state.hub
     start = last_event_id if last_event_id is not None else after
-    stream = await _open(services.store, hub, caller, task_id, start)
+    stream, owner = await _open(services.store, hub, caller, task_id, start)
+    token = bearer_token(request.headers, {})
+    assert services.security is not None and token is not None  # CurrentUser checked both
+    recheck = Recheck(services.security, token, owner, services.settings.ws_heartbeat_s)
     return EventSourceResponse(
-        _messages(stream),
+        _messages(stream, recheck),
         ping=services.settings.sse_keepalive_s,
+        # (It also sends `Cache-Control: no-store` and `X-Accel-Buffering: no`, so proxies
+        # such as nginx pass each event on at once.)
         send_timeout=SEND_TIMEOUT_S,
-        # Proxies such as nginx would otherwise hold the events back in their buffers.
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
