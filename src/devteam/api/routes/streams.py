@@ -88,8 +88,12 @@ class TaskEventStream(EventFollower):
                 await self.replay()
             finally:
                 await listening.close()
-        finally:
-            await self.queue.put(None)
+        except BaseException:
+            # Cut short (the client left, or a failure): never wait for room here.
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+            raise
+        await self.queue.put(None)
 
     async def _finished(self) -> bool:
         """The followed task and everything under it are finished."""
@@ -157,6 +161,8 @@ async def _messages(stream: TaskEventStream, recheck: Recheck) -> AsyncIterator[
                 async with asyncio.timeout_at(next_check):
                     event = await stream.queue.get()
             except TimeoutError:
+                if runner.done() and stream.queue.empty():
+                    break  # it failed without room to say so: `await runner` raises
                 continue
             if event is None:
                 break
