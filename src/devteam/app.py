@@ -18,7 +18,20 @@ from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.outages import OutageMiddleware
 from devteam.api.routes import agents as agents_routes
-from devteam.api.routes import audit, auth, health, mcp, metrics, rules, sign_in, tasks, users
+from devteam.api.routes import (
+    audit,
+    auth,
+    health,
+    mcp,
+    metrics,
+    rules,
+    sign_in,
+    streams,
+    tasks,
+    users,
+    webhooks,
+)
+from devteam.api.swagger import install_docs, operation_id
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -27,11 +40,15 @@ from devteam.security.tokens import configured_signing_keys
 from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
 from devteam.ui import routes as ui
+from devteam.webhooks.dispatcher import WebhookDispatcher
 
 log = get_logger(__name__)
 
 DESCRIPTION = """\
 Submit development tasks to an AI team, follow them live, get typed results.
+
+The whole contract (REST, WebSocket, Server-Sent Events, webhooks) is `docs/api.md`
+in the DevTeam repository; this page documents every route with examples.
 
 **Authorize** with a username and password (the button below), or send
 `Authorization: Bearer <access_token>` from `POST /api/v1/auth/token`.
@@ -51,6 +68,20 @@ Server messages: `subscribed`, `event` (`{"type": "event", "task_id", "event"}`)
 `lagged` (`{"task_id", "last_seq"}`: you fell too far behind; that subscription
 stopped, subscribe again with `after = last_seq`). Messages larger than the limit
 close the connection with 1009.
+
+### Live events: `GET /api/v1/tasks/{task_id}/events/stream` (Server-Sent Events)
+
+Each event as `id: <seq>` and `data: <Event JSON>`; resumes after `Last-Event-ID` (or
+`after`), replays then streams live with no gap and no duplicate, sends keep-alive
+comments, and ends once the task has finished and every event is sent.
+
+### Webhooks
+
+A task submitted with `webhook: {"url", "events"?}` is POSTed (as `GET
+/api/v1/tasks/{task_id}` shows it) when it completes, fails or is cancelled, signed
+per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with
+`DEVTEAM_WEBHOOK_SECRET`, retried with back-off for a day; `GET
+/api/v1/tasks/{task_id}/webhooks` lists the attempts.
 """
 
 
@@ -81,6 +112,7 @@ def create_app(
             app.state.services = services
             app.state.hub = EventHub(services.broker)
             app.state.ws_connections = websocket.Connections()
+            dispatcher = await start_webhook_dispatcher(services)
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
@@ -91,6 +123,8 @@ def create_app(
             try:
                 yield
             finally:
+                if dispatcher is not None:
+                    await dispatcher.stop()
                 await app.state.ws_connections.close()
                 await app.state.hub.close()
                 if services.security is not None:
@@ -103,6 +137,12 @@ def create_app(
         summary="Run an AI development team: submit tasks, follow them live, get typed results.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # `/docs` is served by `install_docs`, from the service's own files (no CDN);
+        # ReDoc would load from a CDN, so there is none.
+        docs_url=None,
+        redoc_url=None,
+        # Operation ids are the route functions' names: `submit_task`, `read_task`, ...
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "tasks", "description": "Submit tasks and follow them."},
             {"name": "agents", "description": "The agents of the team."},
@@ -110,6 +150,7 @@ def create_app(
         ],
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(sign_in.router)
@@ -118,6 +159,8 @@ def create_app(
     app.include_router(mcp.router)
     app.include_router(metrics.router)
     app.include_router(tasks.router)
+    app.include_router(streams.router)
+    app.include_router(webhooks.router)
     app.include_router(agents_routes.router)
     app.include_router(rules.router)
     app.include_router(websocket.router)
@@ -149,6 +192,15 @@ def create_app(
         in_flight=HTTP_IN_FLIGHT.inc,
     )
     return app
+
+
+async def start_webhook_dispatcher(services: Services) -> WebhookDispatcher | None:
+    """Deliver the webhook outbox from this process (when webhooks are configured)."""
+    if services.settings.webhook_secret is None:
+        return None
+    dispatcher = WebhookDispatcher(services.store, services.settings, webhooks.render_task)
+    await dispatcher.start()
+    return dispatcher
 
 
 def create_worker_app(services: Services) -> FastAPI:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 
 import uvicorn
 
-from devteam.app import create_worker_app
+from devteam.app import create_worker_app, start_webhook_dispatcher
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -59,6 +59,7 @@ async def run_worker(
                 )
             )
             serving = asyncio.create_task(server.serve())
+        dispatcher = await start_webhook_dispatcher(services)
         limit = settings.executor_concurrency or config.team_leader.concurrency.global_limit
         log.info("worker started", concurrency=limit, health_port=port or None)
         await stop.wait()
@@ -66,6 +67,8 @@ async def run_worker(
         # Executors first (running attempts get the grace period), then the endpoint,
         # then storage and broker as the block closes.
         await services.team_leader.stop(settings.shutdown_grace_s)
+        if dispatcher is not None:
+            await dispatcher.stop()
         if server is not None and serving is not None:
             server.should_exit = True
             await serving

@@ -1,4 +1,4 @@
-"""OpenAPI documentation of error responses, in the one error shape of API.md.
+"""OpenAPI documentation of error responses, in the one error shape of docs/api.md.
 
 `error_responses(ErrorCode.NOT_FOUND, (ErrorCode.CONFLICT, "user 'ada' already exists"))`
 gives a route's `responses=`: per status, the schema, a description and one example
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from devteam.domain.errors import ErrorCode
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     code: str = Field(examples=["not_found"])
     """Stable snake_case code; clients match on it."""
     message: str
@@ -26,7 +28,10 @@ class ErrorBody(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     error: ErrorBody
+    """What went wrong."""
 
 
 _DEFAULTS: dict[ErrorCode, tuple[int, str]] = {

@@ -1,4 +1,4 @@
-"""Turn every error into the one error shape of API.md.
+"""Turn every error into the one error shape of docs/api.md.
 
 `{"error": {"code", "message", "details", "request_id"}}` — for our own errors,
 validation errors, unknown routes, wrong methods and everything unexpected.

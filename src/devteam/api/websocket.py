@@ -1,14 +1,12 @@
 """`GET /api/v1/ws`: live task events over WebSocket, resumable without gap or duplicate.
 
-The protocol is in API.md. How this server keeps its promises:
+The protocol is in docs/api.md. How this server keeps its promises:
 
-- **Replay, then live, no gap, no duplicate.** A subscription first listens to
-  the task's live events (through the `EventHub`), then replays the events table
-  from `after`, then streams what arrived live, dropping every event whose `seq`
-  it already sent. A live event that skips ahead (messages of several publishing
-  processes may interleave) makes it read the missing ones from the table first.
-  Live events are only a fast path: when they pile up faster than a subscription
-  sends them, it drops its buffer and reads the table instead.
+- **Replay, then live, no gap, no duplicate.** Each subscription is an
+  `EventFollower` (api/follow.py, shared with the Server-Sent Events stream): it
+  listens to the task's live events, replays the events table from `after`, then
+  streams what arrived live, dropping every event whose `seq` it already sent and
+  filling any gap from the table.
 - **Fan-out costs little per subscriber.** Each event is serialized once for all
   the subscriptions that send it, and while a subscription is idle and in order,
   the hub's callback queues the next events straight into the connection's
@@ -27,7 +25,7 @@ The protocol is in API.md. How this server keeps its promises:
   connection comes at a random point of the second half of the interval, so the
   checks of many clients that connected together are spread out.
 
-Beyond API.md, the server also sends `{"type": "unsubscribed", "task_id"}` to
+Beyond the base protocol, the server also sends `{"type": "unsubscribed", "task_id"}` to
 confirm an unsubscribe (no event of that task follows it) and a periodic
 `{"type": "heartbeat"}`; events carry the subscription's `task_id` at the top
 level; errors about a task carry its `task_id`. Clients ignore types they do not
@@ -50,6 +48,7 @@ from uuid import UUID
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
 
+from devteam.api.follow import EventFollower
 from devteam.api.hub import EventHub
 from devteam.api.security import authenticate_websocket, bearer_token
 from devteam.domain.errors import (
@@ -74,10 +73,6 @@ log = get_logger(__name__)
 router = APIRouter()
 
 PATH = "/api/v1/ws"
-REPLAY_PAGE = 500
-"""Events read from the table per query while replaying."""
-LIVE_BUFFER = 256
-"""Live events one subscription holds before it drops them and reads the table instead."""
 CONTROL_SLACK = 16
 """Room beyond the queue size for control messages (acknowledgements, errors, lagged)."""
 CLOSE_TIMEOUT_S = 5.0
@@ -246,26 +241,14 @@ class Limits:
         )
 
 
-class TaskStream:
+class TaskStream(EventFollower):
     """One subscription of a connection: replays, then follows, one task's events."""
 
     def __init__(self, connection: Connection, task_id: UUID, after: int) -> None:
+        super().__init__(connection.store, connection.hub, task_id, after)
         self.connection = connection
-        self.task_id = task_id
-        self.after = after
-        self.last = after
-        """The last `seq` handed to the outbox (or skipped as another subtask's)."""
         self.state = StreamState.STARTING
         self.owner: UUID | None = None
-        self.root_id: UUID | None = None
-        self.subtask_id: UUID | None = None
-        """Set when the subscription is to a subtask: only its events are sent."""
-        self._live: deque[Event] = deque()
-        self._resync = False
-        self._wake = asyncio.Event()
-        self._idle = False
-        """True while the task waits for live events with nothing buffered: the hub's
-        callback may then queue in-order events itself."""
         self._prefix = json.dumps({"type": "event", "task_id": str(task_id)})[:-1] + ', "event": '
         self.task: asyncio.Task[None] | None = None
 
@@ -273,26 +256,13 @@ class TaskStream:
         self.task = asyncio.create_task(self._run(), name=f"ws-stream-{self.task_id}")
 
     async def stop(self) -> None:
-        self._idle = False  # nothing more goes out, even before the task sees the cancel
+        self.stop_fast_path()  # nothing more goes out, even before the task sees the cancel
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    def on_live(self, events: list[Event]) -> None:
-        """Called by the hub for each published batch; never blocks."""
-        if self._idle and self._send_now(events):
-            return
-        self._idle = False
-        if len(self._live) + len(events) > LIVE_BUFFER:
-            # Too many waiting: forget them, the table has them all.
-            self._live.clear()
-            self._resync = True
-        else:
-            self._live.extend(events)
-        self._wake.set()
-
-    def _send_now(self, events: list[Event]) -> bool:
+    def deliver_now(self, events: list[Event]) -> bool:
         """Queue `events` at once if they follow `last` without a gap and all fit.
 
         Otherwise queue nothing and return False: the task sorts them out.
@@ -303,7 +273,7 @@ class TaskStream:
             if event.seq != seq + 1:
                 return False
             seq = event.seq
-            if self.subtask_id is None or event.subtask_id == self.subtask_id:
+            if self.wants(event):
                 texts.append(self._message(event))
         outbox = self.connection.outbox
         if len(texts) > outbox.room:
@@ -321,16 +291,15 @@ class TaskStream:
             if not await self._authorize():
                 connection.not_found(self.task_id)
                 return
-            assert self.root_id is not None
-            listening = await connection.hub.listen(self.root_id, self.on_live)
+            listening = await self.listen()
             try:
                 connection.control(
                     "subscribed", {"task_id": str(self.task_id), "after": self.after}
                 )
                 self.state = StreamState.REPLAYING
-                await self._read_table()
+                await self.replay()
                 self.state = StreamState.LIVE
-                await self._follow()
+                await self.follow()
             finally:
                 await listening.close()
         except Lagged:
@@ -347,7 +316,7 @@ class TaskStream:
                 ErrorCode.INTERNAL_ERROR, "the subscription failed; subscribe again", self.task_id
             )
         finally:
-            self._idle = False
+            self.stop_fast_path()
             self.state = StreamState.ENDED
             connection.forget(self)
 
@@ -361,57 +330,13 @@ class TaskStream:
         if task is None or root is None:
             return False
         self.owner = root.created_by
-        self.root_id = root.id
-        self.subtask_id = task.id if task.parent_id is not None else None
+        self.target(root.id, task.id if task.parent_id is not None else None)
         return self.connection.caller.can_on(self.owner, TASKS_READ)
 
-    async def _read_table(self, until: int | None = None) -> None:
-        """Send the table's events after `last` (up to `until`), page by page."""
-        assert self.root_id is not None
-        while True:
-            limit = REPLAY_PAGE if until is None else min(REPLAY_PAGE, until - self.last)
-            if limit <= 0:
-                return
-            async with self.connection.store.read() as tx:
-                page = await tx.events.list_after(self.root_id, self.last, limit)
-            for event in page:
-                await self._send(event)
-            if len(page) < limit:
-                return
-
-    async def _follow(self) -> None:
-        while True:
-            if not self._live and not self._resync:
-                self._idle = True
-            await self._wake.wait()
-            self._idle = False
-            self._wake.clear()
-            if self._resync:
-                self._resync = False
-                self._live.clear()
-                await self._read_table()
-                continue
-            while self._live:
-                event = self._live.popleft()
-                if event.seq <= self.last:
-                    continue  # already sent (replayed, or read from the table to fill a gap)
-                if event.seq > self.last + 1:
-                    await self._read_table(until=event.seq - 1)
-                if event.seq == self.last + 1:
-                    await self._send(event)
-                else:
-                    # The table did not have the missing events yet: read it again later.
-                    self._resync = True
-                    self._wake.set()
-                    break
-
-    async def _send(self, event: Event) -> None:
-        if self.subtask_id is None or event.subtask_id == self.subtask_id:
-            limits = self.connection.limits
-            outbox = self.connection.outbox
-            if not await outbox.put_event(self._message(event), limits.lag_timeout_s):
-                raise Lagged
-        self.last = event.seq
+    async def deliver(self, event: Event) -> None:
+        limits = self.connection.limits
+        if not await self.connection.outbox.put_event(self._message(event), limits.lag_timeout_s):
+            raise Lagged
 
 
 # -- one connection ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One exception hierarchy for the whole service.
 
 Every error a client can see is a `DevTeamError` with a stable snake_case `code`
-and an HTTP status; the API layer turns it into the error shape of API.md. Other
+and an HTTP status; the API layer turns it into the error shape of docs/api.md. Other
 layers raise these, never HTTP exceptions, so the same errors serve the REST API,
 the WebSocket hub, the CLI and the workers.
 """

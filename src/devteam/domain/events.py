@@ -38,13 +38,19 @@ class NewEvent(BaseModel):
 
 
 class Event(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
     id: UUID
+    """The event's id."""
     task_id: UUID
     """The root task."""
     subtask_id: UUID | None
+    """The subtask the event is about; null when it is about the root task."""
     seq: int
+    """Position in the root task's history: 1, 2, 3, ... with no gaps."""
     type: EventType
+    """What happened: `task.created`, `task.started`, `tool.call`, ..."""
     data: dict[str, Any]
+    """Details of the event; their keys depend on `type`."""
     ts: datetime
+    """When it was recorded."""

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from devteam.domain.enums import AgentType, Phase, TaskStatus
+from devteam.domain.webhooks import Webhook
 
 METADATA_MAX_BYTES = 16 * 1024
 MAX_SUBTASKS = 50
@@ -53,11 +54,12 @@ def _reserved_keys(value: Any, path: str = "") -> list[str]:
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
     max_tokens: Annotated[StrictInt, Field(gt=0)] | None = None
     """Input plus output tokens over every LLM request of the task and its subtasks."""
     max_cost_usd: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    """LLM cost in US dollars over the task and its subtasks."""
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
     """Wall time of the whole task, from submission to its end."""
 
@@ -65,18 +67,24 @@ class Budget(BaseModel):
 class SubtaskRequest(BaseModel):
     """One step of an explicit plan."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
     key: Key
+    """Names the step in the plan (`depends_on` refers to it)."""
     agent_type: AgentType
+    """The agent that does the step."""
     task: TaskText
+    """What the step does, in words (10 to 10000 characters)."""
     complexity: Complexity
+    """1 to 10."""
     task_type: TaskType | None = None
+    """The kind of work; defaults to the parent's."""
     priority: Priority | None = None
     """Defaults to the parent's priority."""
     phase: Phase | None = None
     """Defaults from the agent type: research, analysis, or implementation."""
     depends_on: Annotated[list[Key], Field(max_length=MAX_SUBTASKS)] = Field(default_factory=list)
+    """Keys of the steps that must complete before this one starts."""
 
     _strip = field_validator("task", mode="before")(_strip_text)
 
@@ -89,9 +97,10 @@ SubtaskList = Annotated[list[SubtaskRequest], Field(min_length=1, max_length=MAX
 
 
 class TaskRequest(BaseModel):
-    """The body of `POST /api/v1/tasks`, validated exactly as API.md lists."""
+    """The body of `POST /api/v1/tasks`, validated exactly as docs/api.md lists."""
 
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         extra="forbid",
         frozen=True,
         json_schema_extra={
@@ -107,17 +116,27 @@ class TaskRequest(BaseModel):
     )
 
     task: TaskText
+    """What to do, in words (10 to 10000 characters)."""
     complexity: Complexity
+    """1 to 10: how big the work is; large tasks are split into subtasks."""
     task_type: TaskType = "feature"
+    """The kind of work (`feature`, `bugfix`, `research`, ...), used for routing."""
     agent_type: AgentType | None = None
     """Omitted: the TeamLeader decides."""
     priority: Priority = 5
+    """1 to 10; higher runs first."""
     project_id: ProjectId | None = None
+    """The project (a git repository the service knows) to work on."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form, at most 16 KiB as JSON; keys starting `__` are refused."""
     subtasks: SubtaskList | None = None
+    """An explicit plan, used as given instead of the TeamLeader's."""
     budget: Budget | None = None
+    """Limits of tokens, cost and wall time for the whole task."""
     require_approval: StrictBool = False
+    """Stop at the plan until it is approved."""
+    webhook: Webhook | None = None
+    """Called with the task when it completes, fails or is cancelled."""
 
     _strip = field_validator("task", mode="before")(_strip_text)
 
@@ -185,13 +204,18 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 class Usage(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
     requests: int = 0
+    """LLM requests made."""
     input_tokens: int = 0
+    """Tokens sent to the LLM."""
     output_tokens: int = 0
+    """Tokens the LLM produced."""
     tool_calls: int = 0
+    """MCP tool calls made."""
     cost_usd: float = 0.0
+    """Estimated LLM cost in US dollars."""
 
     @property
     def total_tokens(self) -> int:
@@ -208,32 +232,45 @@ class Usage(BaseModel):
 
 
 class TaskError(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
     code: str
+    """Stable snake_case code, e.g. `llm_not_configured`, `timeout`, `cancelled`."""
     message: str
+    """For people."""
 
 
 class TaskSummary(BaseModel):
     """A subtask as listed inside its parent."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
     id: UUID
+    """The subtask's id."""
     key: str | None
     """The subtask's name in its plan (unique among its siblings)."""
     task: str
     """What the subtask is asked to do."""
     status: TaskStatus
+    """Where the subtask is in its lifecycle."""
     agent_type: AgentType | None
+    """The agent that works on it."""
     phase: Phase | None
+    """Research, analysis, implementation or review."""
     complexity: int
+    """1 to 10."""
     attempt: int
+    """1 for the first attempt; retries count up."""
     depends_on: list[UUID]
+    """Sibling subtasks this one waits for."""
     error: TaskError | None
+    """Why it failed or was cancelled; null otherwise."""
     usage: Usage
+    """LLM requests, tokens, tool calls and cost of the subtask."""
     started_at: datetime | None
+    """When work on it first started."""
     finished_at: datetime | None
+    """When it completed, failed or was cancelled."""
 
 
 class Task(BaseModel):
@@ -259,6 +296,8 @@ class Task(BaseModel):
     budget: Budget | None
     plan: list[SubtaskRequest] | None = None
     """An explicit plan given at submission, kept until the task is planned."""
+    webhook: Webhook | None = None
+    """Of a root task: where to POST it when it ends."""
     attempt: int
     version: int
     created_by: UUID

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from mcp_types import CallToolResult, TextContent, Tool
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from devteam.broker.protocol import Broker
 from devteam.domain.enums import AgentType
@@ -119,14 +119,22 @@ class ToolResult:
 class ServerStatus(BaseModel):
     """One server in `GET /api/v1/mcp/servers`."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     name: str
+    """The server's name in `config/mcp_servers.yaml`."""
     transport: Literal["stdio", "streamable_http"]
+    """How it is reached: a local process (`stdio`) or over HTTP."""
     enabled: bool
+    """False while the server is switched off in the configuration."""
     circuit: CircuitState
+    """The circuit breaker: `closed` (calls go through), `open` or `half_open`."""
     healthy: bool | None
     """The last contact worked (True) or failed (False); None: not contacted yet."""
     tools: list[str]
+    """The tools it lists."""
     last_error: str | None
+    """The latest failure talking to it, if any."""
 
 
 @dataclass

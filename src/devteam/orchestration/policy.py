@@ -36,6 +36,7 @@ from devteam.orchestration.rules.scheduling import (
     WaitForRetryBackoff,
 )
 from devteam.orchestration.rules.security import AuditWorkspaceTampering
+from devteam.orchestration.rules.webhooks import QueueWebhookDelivery
 
 
 def default_policy() -> Policy:
@@ -64,6 +65,7 @@ def default_policy() -> Policy:
             FailParentWhenChildFails(),
             FinishCancellation(),
             DelegateReadyWork(),
+            QueueWebhookDelivery(),
             # Instrumentation.
             AuditWorkspaceTampering(),
             ManageLeases(),

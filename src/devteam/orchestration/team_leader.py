@@ -357,6 +357,7 @@ class TeamLeader:
             require_approval=request.require_approval,
             budget=budget,
             plan=request.subtasks,
+            webhook=request.webhook,
             attempt=1,
             version=0,
             created_by=user.id,

@@ -7,6 +7,7 @@ value stops start-up with a reason a person can act on.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 from pathlib import Path
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
     """Largest message a WebSocket client may send (larger: the server closes with 1009)."""
     ws_max_subscriptions: Annotated[int, Field(ge=1, le=10_000)] = 100
     """Task subscriptions one WebSocket connection may hold at once."""
+    sse_keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """Seconds between keep-alive comments on a Server-Sent Events stream with nothing to send."""
 
     jwt_secret: SecretStr | None = None
     """HMAC key for tokens, at least 32 bytes; required in production."""
@@ -139,6 +142,21 @@ class Settings(BaseSettings):
     """The token claim holding the groups (default `groups`)."""
     oidc_token_type: Literal["access_token", "id_token"] | None = None
     """Which provider token clients send: `access_token` (default) or `id_token` (Google)."""
+    webhook_secret: SecretStr | None = None
+    """`whsec_` and the base64 of 24 to 64 random bytes: signs every webhook delivery
+    (Standard Webhooks). Without it, tasks with a webhook are refused."""
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    """Webhook hosts (names or IP addresses, as a JSON list) that may be called although
+    they resolve to a private, loopback or link-local address."""
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """How long one delivery attempt may take; longer counts as a failure and is retried."""
+    webhook_retry_initial_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """Wait before the first retry; each retry waits twice as long as the one before."""
+    webhook_retry_max_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
+    webhook_retry_for_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 86_400.0
+    """How long after the task ended a delivery is still tried; then it is `failed`."""
+    webhook_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How often each process looks for deliveries that are due."""
 
     @field_validator("database_url")
     @classmethod
@@ -168,6 +186,27 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not an IP address or network: {entry!r}") from exc
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        secret = value.get_secret_value()
+        if not secret.startswith("whsec_"):
+            raise ValueError("a webhook secret starts with whsec_ (then base64)")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise ValueError("after whsec_, a webhook secret is base64") from None
+        if not 24 <= len(key) <= 64:
+            raise ValueError(f"a webhook secret has 24 to 64 bytes; this one has {len(key)}")
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _lower_case_hosts(cls, value: list[str]) -> list[str]:
+        return [host.strip().lower().strip("[]") for host in value if host.strip()]
 
     @field_validator("redis_url")
     @classmethod
@@ -224,7 +263,8 @@ def _first_error(exc: ValidationError, *, env: bool = False) -> str:
             parts.append(f"{location}: unknown key")
         else:
             got = error.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            secret = any(word in location.lower() for word in ("secret", "token", "password"))
+            shown = "" if secret or isinstance(got, dict | list) else f" (got {got!r})"
             parts.append(f"{location}: {problem}{shown}")
     return "; ".join(parts)
 

@@ -16,6 +16,7 @@ from devteam.storage.repositories.idempotency import IdempotencyRepository
 from devteam.storage.repositories.tasks import TaskRepository
 from devteam.storage.repositories.tokens import RefreshTokenRepository
 from devteam.storage.repositories.users import UserRepository
+from devteam.storage.repositories.webhooks import WebhookRepository
 
 
 class UnitOfWork:
@@ -50,6 +51,10 @@ class UnitOfWork:
     @cached_property
     def idempotency(self) -> IdempotencyRepository:
         return IdempotencyRepository(self.conn)
+
+    @cached_property
+    def webhooks(self) -> WebhookRepository:
+        return WebhookRepository(self.conn)
 
 
 class Store:

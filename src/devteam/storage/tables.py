@@ -81,6 +81,8 @@ tasks = sa.Table(
     sa.Column("budget", JSONType, nullable=True),
     # The explicit plan of a root task (its `subtasks` as submitted), until planned.
     sa.Column("plan", JSONType, nullable=True),
+    # Of a root task: {"url", "events"}, where to POST it when it ends.
+    sa.Column("webhook", JSONType, nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("result", JSONType, nullable=True),
@@ -191,4 +193,41 @@ idempotency_keys = sa.Table(
     ),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# The outbox of webhook calls: a row is written in the transaction that finishes a root
+# task, then sent (and retried) by the dispatchers of any process, which claim rows with
+# a lease.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column(
+        "task_id",
+        sa.Uuid,
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # The body as first sent: every retry sends the same bytes.
+    sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("history", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    # Deliveries due, for the dispatchers.
+    sa.Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
 )

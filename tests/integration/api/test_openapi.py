@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+
+from tests.conftest import REPO
 
 PUBLIC = {
     "/api/v1/auth/token",
@@ -70,8 +73,13 @@ def success_problems(spec: dict[str, Any], responses: dict[str, Any]) -> list[st
         if code == "204":
             continue
         contents = responses[code].get("content", {})
-        # JSON everywhere, but for /metrics, which speaks Prometheus's text format.
-        content = contents.get("application/json") or contents.get("text/plain")
+        # JSON everywhere, but for /metrics, which speaks Prometheus's text format, and the
+        # Server-Sent Events stream.
+        content = (
+            contents.get("application/json")
+            or contents.get("text/plain")
+            or contents.get("text/event-stream")
+        )
         if content is None or "schema" not in content:
             found.append(f"{code} has no response model")
         elif not (
@@ -97,6 +105,7 @@ async def test_every_route_is_documented(make_auth_client: Callable[..., Any]) -
         "/api/v1/tasks",
         "/api/v1/tasks/{task_id}",
         "/api/v1/tasks/{task_id}/events",
+        "/api/v1/tasks/{task_id}/events/stream",
         "/api/v1/tasks/{task_id}/cancel",
         "/api/v1/tasks/{task_id}/approve",
         "/api/v1/agents",
@@ -120,6 +129,8 @@ async def test_submit_documents_both_answers_the_key_and_its_errors(
     assert request["examples"][0]["task"]
     assert request["additionalProperties"] is False
     assert "WebSocket" in spec["info"]["description"]
+    assert "docs/api.md" in spec["info"]["description"]
+    assert "Server-Sent Events" in spec["info"]["description"]
 
 
 async def test_docs_page_has_the_authorize_button(make_auth_client: Callable[..., Any]) -> None:
@@ -132,3 +143,103 @@ async def test_docs_page_has_the_authorize_button(make_auth_client: Callable[...
     scheme = spec["components"]["securitySchemes"]["OAuth2"]
     assert scheme["type"] == "oauth2"
     assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
+
+
+def undocumented(schema: Any, where: str) -> list[str]:
+    """Properties anywhere under `schema` (nested objects, items, unions) without a description."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if not (isinstance(prop, dict) and prop.get("description")):
+                found.append(f"{where}.{name}")
+            found += undocumented(prop, f"{where}.{name}")
+        for key in ("items", "additionalProperties"):
+            found += undocumented(schema.get(key), f"{where}[]")
+        for key in ("anyOf", "oneOf", "allOf"):
+            for option in schema.get(key, []):
+                found += undocumented(option, where)
+    return found
+
+
+async def test_every_field_has_a_description(make_auth_client: Callable[..., Any]) -> None:
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    missing = [
+        problem
+        for name, schema in spec["components"]["schemas"].items()
+        for problem in undocumented(schema, name)
+    ]
+    assert not missing, "\n".join(missing)
+
+
+async def test_operation_ids_are_the_routes_names(make_auth_client: Callable[..., Any]) -> None:
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    ids = {
+        f"{method.upper()} {path}": op["operationId"]
+        for path, operations in spec["paths"].items()
+        for method, op in operations.items()
+    }
+    assert len(set(ids.values())) == len(ids), "operation ids are unique"
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", op_id) for op_id in ids.values()), ids
+    assert {
+        "POST /api/v1/tasks": "submit_task",
+        "GET /api/v1/tasks": "list_tasks",
+        "GET /api/v1/tasks/{task_id}": "read_task",
+        "GET /api/v1/tasks/{task_id}/events": "read_events",
+        "GET /api/v1/tasks/{task_id}/events/stream": "stream_events",
+        "GET /api/v1/tasks/{task_id}/webhooks": "list_webhook_deliveries",
+        "POST /api/v1/tasks/{task_id}/cancel": "cancel_task",
+        "POST /api/v1/tasks/{task_id}/approve": "approve_task",
+        "POST /api/v1/auth/token": "login",
+        "GET /api/v1/users/me": "read_me",
+    }.items() <= ids.items()
+
+
+async def test_the_docs_page_loads_nothing_from_elsewhere(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    async with make_auth_client() as (_, client):
+        page = await client.get("/docs")
+        redirect = await client.get("/docs/oauth2-redirect")
+        references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assets = {url: await client.get(url) for url in references}
+        redoc = await client.get("/redoc")
+    assert page.status_code == 200
+    assert "SwaggerUIBundle" in page.text
+    # Nothing but the service's own paths, and no validator badge calling out.
+    assert not re.search(r"https?://", page.text), page.text
+    assert '"validatorUrl": null' in page.text
+    assert sorted(references) == [
+        "/static/swagger/favicon-32x32.png",
+        "/static/swagger/swagger-ui-bundle.js",
+        "/static/swagger/swagger-ui.css",
+    ]
+    for url, asset in assets.items():
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+    assert "javascript" in assets["/static/swagger/swagger-ui-bundle.js"].headers["content-type"]
+    assert "SwaggerUIBundle" in assets["/static/swagger/swagger-ui-bundle.js"].text
+    assert assets["/static/swagger/swagger-ui.css"].headers["content-type"].startswith("text/css")
+    assert redirect.status_code == 200
+    assert "oauth2" in redirect.text
+    assert redoc.status_code == 404  # ReDoc would load from a CDN
+
+
+async def test_the_contract_in_the_repository_covers_every_route(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    contract = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    async with make_auth_client() as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    undescribed = [
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if f"{method.upper()} {re.sub(r'{[a-z_]+}', '{id}', path)}" not in contract
+    ]
+    assert not undescribed, undescribed
+    # It stands on its own: no pointer to documents outside the repository.
+    assert "DESIGN.md" not in contract
+    assert "beside this file" not in contract
+    assert "docs/api.md" in (REPO / "README.md").read_text(encoding="utf-8")

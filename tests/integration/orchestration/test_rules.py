@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from devteam.domain.enums import AgentType, Phase, Role, TaskStatus
 from devteam.domain.events import EventType
 from devteam.domain.tasks import Budget, Usage
+from devteam.domain.webhooks import Webhook, WebhookEvent
 from devteam.orchestration.policy import default_policy
 from devteam.orchestration.recovery import end_lost_attempt
 from devteam.orchestration.rules.base import Decision, TaskRule
@@ -55,6 +56,7 @@ from devteam.orchestration.rules.scheduling import (
     WaitForRetryBackoff,
 )
 from devteam.orchestration.rules.security import AuditWorkspaceTampering
+from devteam.orchestration.rules.webhooks import QueueWebhookDelivery
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store
 from tests.factories import create_user
@@ -320,6 +322,15 @@ async def counting_a_transition(env: EngineEnv) -> Any:
     return after - before
 
 
+async def finishing_a_task_with_a_webhook(env: EngineEnv) -> Any:
+    hook = Webhook(url="https://hooks.example.com/devteam", events=[WebhookEvent.COMPLETED])
+    root, _ = await env.tree({"status": S.IN_PROGRESS, **lease(env), "webhook": hook})
+    await env.move(root, S.COMPLETED, result={"x": 1})
+    async with env.store.read() as tx:
+        deliveries = await tx.webhooks.for_task(root.id)
+    return [(d.event.value, d.status.value) for d in deliveries]
+
+
 WITHOUT: list[tuple[type[TaskRule], Scenario, Any, Any]] = [
     (AllowOnlyValidMoves, moving_a_finished_task, S.COMPLETED, S.IN_PROGRESS),
     (HonourCancellation, finishing_after_cancellation, S.CANCELLED, S.CANCELLING),
@@ -362,6 +373,7 @@ WITHOUT: list[tuple[type[TaskRule], Scenario, Any, Any]] = [
     (RecordStatusEvent, any_status_change, [EventType.TASK_STARTED], []),
     (CountTransitions, counting_a_transition, 1.0, 0.0),
     (AuditWorkspaceTampering, failing_on_a_tampered_worktree, [("devteam", "denied")], []),
+    (QueueWebhookDelivery, finishing_a_task_with_a_webhook, [("completed", "pending")], []),
 ]
 
 

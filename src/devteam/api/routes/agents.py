@@ -18,6 +18,8 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
 
 class ToolGrantOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     server: str
     """An MCP server of `config/mcp_servers.yaml`."""
     tools: list[str]
@@ -28,6 +30,7 @@ class ToolGrantOut(BaseModel):
 
 class AgentOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -44,11 +47,13 @@ class AgentOut(BaseModel):
                     "in_progress": 1,
                 }
             ]
-        }
+        },
     )
 
     agent_type: AgentType
+    """The agent type, as `agent_type` of a task names it."""
     description: str
+    """What the agent does."""
     tools: list[ToolGrantOut]
     """MCP tools granted to this agent type, server by server."""
     output_schema: dict[str, Any] | None

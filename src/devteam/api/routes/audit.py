@@ -22,6 +22,7 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 class AuditEntryOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -38,23 +39,32 @@ class AuditEntryOut(BaseModel):
                     "details": {"reason": "unknown user"},
                 }
             ]
-        }
+        },
     )
 
     id: int
+    """Increasing: newer entries have larger ids."""
     ts: datetime
+    """When it happened."""
     action: str
     """Dotted verb: `auth.login`, `auth.refresh`, `auth.token_reuse`, `auth.logout`,
     `user.create`, `user.role_change`, `user.deactivate`, `task.submit`, ..."""
     outcome: AuditOutcome
+    """`success`, `failure` or `denied`."""
     actor_id: UUID | None
+    """The acting user's id; null when unknown (a failed login)."""
     actor: str | None
     """Username of whoever acted (for a failed login: the username tried)."""
     resource_type: str | None
+    """What was acted on: `user`, `task`, `rules`, ..."""
     resource_id: str | None
+    """Which one, when it has an id."""
     client_ip: str | None
+    """The client's address as the service saw it."""
     request_id: str | None
+    """The request's `X-Request-ID`."""
     details: dict[str, Any]
+    """More about the action (e.g. the reason of a failure)."""
 
     @classmethod
     def of(cls, entry: AuditEntry) -> AuditEntryOut:
@@ -62,6 +72,8 @@ class AuditEntryOut(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[AuditEntryOut]
     """Newest first."""
     next_cursor: str | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Form, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ _EXAMPLE_REFRESH = "eyJhbGciOiJIUzI1NiIsInR5cCI6InJlZnJlc2granSJ9.eyJzdWIiOiIuLi
 
 class TokenOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -30,7 +31,7 @@ class TokenOut(BaseModel):
                     "expires_in": 900,
                 }
             ]
-        }
+        },
     )
 
     access_token: str
@@ -38,6 +39,7 @@ class TokenOut(BaseModel):
     refresh_token: str
     """Use once with `POST /api/v1/auth/refresh`; the answer carries the next one."""
     token_type: Literal["bearer"] = "bearer"
+    """Always `bearer`."""
     expires_in: int
     """Seconds until the access token expires."""
 
@@ -51,9 +53,42 @@ class TokenOut(BaseModel):
 
 
 class RefreshIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": _EXAMPLE_REFRESH}]})
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [{"refresh_token": _EXAMPLE_REFRESH}]},
+    )
 
     refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+    """The refresh token of the latest pair."""
+
+
+class PasswordForm(OAuth2PasswordRequestForm):
+    """The OAuth2 password form of `POST /api/v1/auth/token`, each field documented."""
+
+    def __init__(
+        self,
+        *,
+        grant_type: Annotated[
+            str | None, Form(description="`password` (OAuth2); may be left out.")
+        ] = None,
+        username: Annotated[str, Form(description="The user's login name.")],
+        password: Annotated[
+            str, Form(description="The user's password.", json_schema_extra={"format": "password"})
+        ],
+        scope: Annotated[str, Form(description="Not used; roles decide what a user may do.")] = "",
+        client_id: Annotated[str | None, Form(description="Not used.")] = None,
+        client_secret: Annotated[
+            str | None, Form(description="Not used.", json_schema_extra={"format": "password"})
+        ] = None,
+    ) -> None:
+        super().__init__(
+            grant_type=grant_type,
+            username=username,
+            password=password,
+            scope=scope,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
 
 
 def _no_store(response: Response) -> None:
@@ -78,7 +113,7 @@ def _no_store(response: Response) -> None:
     ),
 )
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[PasswordForm, Depends()],
     security: SecurityDep,
     auditor: AuditorDep,
     response: Response,

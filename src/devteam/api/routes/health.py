@@ -15,13 +15,17 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 class Liveness(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_extra={"examples": [{"status": "ok"}]}
+    )
 
     status: Literal["ok"] = "ok"
+    """Always `ok`: the process answers."""
 
 
 class ReadinessOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {"status": "ok", "checks": {"database": "ok", "broker": "ok"}},
@@ -30,10 +34,11 @@ class ReadinessOut(BaseModel):
                     "checks": {"database": "ok", "broker": "ConnectionError: refused"},
                 },
             ]
-        }
+        },
     )
 
     status: Literal["ok", "unavailable"]
+    """`ok` when every check passes."""
     checks: dict[str, str]
     """Check name -> `ok` or why it failed."""
 

@@ -20,9 +20,10 @@ router = APIRouter(prefix="/api/v1/team-leader", tags=["rules"])
 
 
 class RuleOut(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, populate_by_name=True)
 
     name: str
+    """The rule's class name."""
     description: str
     """What the rule protects (its docstring's first paragraph)."""
     from_: list[str] = Field(alias="from")
@@ -33,6 +34,7 @@ class RuleOut(BaseModel):
 
 class RulesOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -48,7 +50,7 @@ class RulesOut(BaseModel):
                     "config": {"complexity": {"budget_per_root": 25, "max_per_task": 5}},
                 }
             ]
-        }
+        },
     )
 
     policy: list[RuleOut]

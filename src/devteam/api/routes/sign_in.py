@@ -24,6 +24,8 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
 class IdentityProviderOut(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     issuer: str
     """The OpenID provider's issuer; its discovery document is at
     `<issuer>/.well-known/openid-configuration`."""
@@ -42,6 +44,7 @@ class IdentityProviderOut(BaseModel):
 
 class SignInMethodsOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -56,7 +59,7 @@ class SignInMethodsOut(BaseModel):
                     },
                 }
             ]
-        }
+        },
     )
 
     password: bool = True
@@ -66,6 +69,8 @@ class SignInMethodsOut(BaseModel):
 
 
 class CodeIn(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     code: Annotated[str, Field(min_length=1, max_length=2048)]
     """The authorization code the provider sent back to the page."""
     code_verifier: Annotated[str, Field(min_length=43, max_length=128)]
@@ -75,12 +80,15 @@ class CodeIn(BaseModel):
 
 
 class ProviderRefreshIn(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     refresh_token: Annotated[str, Field(min_length=1, max_length=8192)]
     """The provider's refresh token."""
 
 
 class ProviderTokensOut(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {
@@ -90,7 +98,7 @@ class ProviderTokensOut(BaseModel):
                     "expires_in": 300,
                 }
             ]
-        }
+        },
     )
 
     access_token: str

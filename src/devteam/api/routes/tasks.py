@@ -29,6 +29,7 @@ from devteam.orchestration.team_leader import Within
 from devteam.security import AuditAction, Auditor, Principal, authorize_owned
 from devteam.security.ratelimit import RateLimitScope
 from devteam.storage import Store, UnitOfWork
+from devteam.webhooks.addresses import check_webhook
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -96,36 +97,58 @@ _TASK_EXAMPLE: dict[str, Any] = {
 class TaskOut(BaseModel):
     """A task: a root task as submitted, or one of its subtasks."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_TASK_EXAMPLE]})
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_extra={"examples": [_TASK_EXAMPLE]}
+    )
 
     id: UUID
+    """The task's id."""
     parent_id: UUID | None
     """None for a root task."""
     root_id: UUID
+    """The root task: the task itself for a root task."""
     key: str | None
     """The subtask's key in its plan; None for a root task."""
     status: TaskStatus
+    """Where the task is in its lifecycle."""
     agent_type: AgentType | None
+    """The agent that works on it; null while the TeamLeader has not decided."""
     task_type: str
+    """The kind of work (`feature`, `bugfix`, `research`, ...), used for routing."""
     task: str
+    """What to do, in words."""
     complexity: int
+    """1 to 10, as submitted or planned."""
     priority: int
+    """1 to 10; higher runs first."""
     project_id: str | None
+    """The project (a git repository) the task works on, if any."""
     metadata: dict[str, Any]
+    """Free-form data given at submission."""
     phase: Phase | None
+    """The subtask's phase: research, analysis, implementation or review."""
     depends_on: list[UUID]
     """Sibling subtasks this one waits for."""
     require_approval: bool
+    """The plan waits for approval before it runs."""
     budget: Budget | None
+    """Limits of tokens, cost and wall time for the whole task."""
     attempt: int
+    """1 for the first attempt; retries count up."""
     created_by: UUID
+    """The user who submitted the root task."""
     created_at: datetime
+    """When the task was created."""
     updated_at: datetime
+    """When the task last changed."""
     started_at: datetime | None
+    """When work on it first started."""
     finished_at: datetime | None
+    """When it completed, failed or was cancelled."""
     result: dict[str, Any] | None
     """The agent's typed output (`TaskResult`) once completed."""
     error: TaskError | None
+    """Why it failed or was cancelled; null otherwise."""
     usage: Usage
     """LLM requests, tokens, tool calls and cost, the subtasks' included."""
     subtasks: list[TaskSummary]
@@ -138,6 +161,8 @@ class TaskOut(BaseModel):
 
 
 class TaskPage(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[TaskOut]
     """Root tasks, newest first."""
     next_cursor: str | None
@@ -157,7 +182,8 @@ _EVENT_EXAMPLE: dict[str, Any] = {
 
 class EventPage(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [_EVENT_EXAMPLE], "next_after": None}]}
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [{"items": [_EVENT_EXAMPLE], "next_after": None}]},
     )
 
     items: list[Event]
@@ -169,6 +195,7 @@ class EventPage(BaseModel):
 
 class ApprovalIn(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         extra="forbid",
         json_schema_extra={"examples": [{"approved": True, "comment": "go ahead"}]},
     )
@@ -176,6 +203,7 @@ class ApprovalIn(BaseModel):
     approved: StrictBool
     """True runs the plan; false cancels the task."""
     comment: Annotated[str, Field(max_length=2000)] | None = None
+    """Why, for the history (at most 2000 characters)."""
 
 
 _NOT_FOUND = (ErrorCode.NOT_FOUND, f"task {_ROOT_ID} not found")
@@ -299,6 +327,8 @@ async def submit_task(
         response.headers.get("RateLimit-Remaining", state.remaining + 1)
     ):
         response.headers.update(state.headers())
+    if body.webhook is not None:
+        await check_webhook(body.webhook, services.settings)
     details = {"agent_type": body.agent_type, "complexity": body.complexity}
     async with _audit_refusals(auditor, AuditAction.TASK_SUBMIT, caller, None):
         submission = await services.team_leader.submit(

@@ -30,14 +30,20 @@ _USER_EXAMPLE: dict[str, Any] = {
 
 
 class UserOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [_USER_EXAMPLE]})
+    model_config = ConfigDict(
+        use_attribute_docstrings=True, json_schema_extra={"examples": [_USER_EXAMPLE]}
+    )
 
     id: UUID
+    """The user's id."""
     username: str
+    """The login name."""
     role: Role
+    """`admin`, `operator`, `developer` or `viewer`."""
     is_active: bool
     """False once an admin deactivated the account: it can no longer log in."""
     created_at: datetime
+    """When the user was created."""
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -45,18 +51,22 @@ class UserOut(BaseModel):
 
 
 class UserPage(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[UserOut]
+    """Users, in username order."""
     next_cursor: str | None
     """Pass as `cursor` for the next page; null on the last page."""
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(
+        use_attribute_docstrings=True,
         json_schema_extra={
             "examples": [
                 {"username": "ada", "password": "correct horse battery", "role": "developer"}
             ]
-        }
+        },
     )
 
     username: Annotated[str, Field(min_length=3, max_length=64)]
@@ -64,14 +74,18 @@ class UserCreate(BaseModel):
     password: SecretStr
     """At least `passwords.min_length` characters (config/security.yaml; default 12)."""
     role: Role
+    """`admin`, `operator`, `developer` or `viewer`."""
 
 
 class UserUpdate(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"role": "operator"}]}
+        use_attribute_docstrings=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"role": "operator"}]},
     )
 
     role: Role | None = None
+    """A new role; omitted: unchanged."""
     is_active: bool | None = None
     """False deactivates the account and ends its sessions."""
 

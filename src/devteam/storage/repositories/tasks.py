@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
 from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
+from devteam.domain.webhooks import Webhook
 from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import tasks
 
@@ -39,6 +40,7 @@ def task_from_row(row: RowMapping | Mapping[str, Any]) -> Task:
         require_approval=row["require_approval"],
         budget=Budget.model_validate(row["budget"]) if row["budget"] else None,
         plan=[SubtaskRequest.model_validate(s) for s in row["plan"]] if row["plan"] else None,
+        webhook=Webhook.model_validate(row["webhook"]) if row["webhook"] else None,
         attempt=row["attempt"],
         version=row["version"],
         created_by=row["created_by"],
@@ -83,6 +85,7 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "require_approval": task.require_approval,
         "budget": task.budget.model_dump(exclude_none=True) if task.budget else None,
         "plan": [s.model_dump(mode="json") for s in task.plan] if task.plan else None,
+        "webhook": task.webhook.model_dump(mode="json") if task.webhook else None,
         "attempt": task.attempt,
         "version": task.version,
         "result": task.result,

@@ -1,0 +1,1 @@
+"""Webhooks: which URLs may be called, and the dispatcher that delivers the outbox."""
