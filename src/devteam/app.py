@@ -12,12 +12,14 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from devteam import __version__
 from devteam.agents.llm import check_models
+from devteam.agents.projects import Projects
 from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
+from devteam.api.routes import projects as projects_routes
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -79,6 +81,9 @@ def create_app(
             app.state.services = services
             app.state.hub = EventHub(services.broker)
             app.state.ws_connections = websocket.Connections()
+            app.state.projects = Projects(
+                services.store, settings.workspaces_root, app_config.projects
+            )
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
@@ -90,6 +95,7 @@ def create_app(
                 yield
             finally:
                 await app.state.ws_connections.close()
+                await app.state.projects.close()
                 await app.state.hub.close()
                 if services.security is not None:
                     await services.security.session_checks.close()
@@ -118,6 +124,7 @@ def create_app(
     app.include_router(agents_routes.router)
     app.include_router(rules.router)
     app.include_router(websocket.router)
+    app.include_router(projects_routes.router)
 
     if settings.cors_origins:
         app.add_middleware(

@@ -421,3 +421,59 @@ def tasks_approve(
     from devteam import cli_client
 
     _client(cli_client.approve_task(url, task_id, not reject, comment))
+
+
+projects_app = typer.Typer(
+    help="Projects: git repositories the agents work on (cloned by the service).",
+    no_args_is_help=True,
+)
+app.add_typer(projects_app, name="projects")
+
+ProjectName = Annotated[str, typer.Argument(help="The project's name (its project_id).")]
+
+
+@projects_app.command("add")
+def projects_add(
+    name: ProjectName,
+    git_url: Annotated[str, typer.Argument(help="git://, https:// or ssh:// URL.")],
+    branch: Annotated[str | None, typer.Option(help="Branch to clone.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the clone ends.")] = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a project; the service clones it in the background (admin, operator)."""
+    from devteam import cli_client
+
+    _client(cli_client.add_project(url, name, git_url, branch, wait=wait, as_json=as_json))
+
+
+@projects_app.command("list")
+def projects_list(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Every project: cloned ones and repositories placed in the workspaces folder by hand."""
+    from devteam import cli_client
+
+    _client(cli_client.list_projects(url, as_json=as_json))
+
+
+@projects_app.command("show")
+def projects_show(name: ProjectName, url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """A project's state, last commit, error and detected checks."""
+    from devteam import cli_client
+
+    _client(cli_client.show_project(url, name, refresh=False, as_json=as_json))
+
+
+@projects_app.command("refresh")
+def projects_refresh(name: ProjectName, url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Fetch the project's remote and fast-forward its checkout."""
+    from devteam import cli_client
+
+    _client(cli_client.show_project(url, name, refresh=True, as_json=as_json))
+
+
+@projects_app.command("remove")
+def projects_remove(name: ProjectName, url: UrlOption = None) -> None:
+    """Remove a project and its clone (refused while its tasks run)."""
+    from devteam import cli_client
+
+    _client(cli_client.remove_project(url, name))

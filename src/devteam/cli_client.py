@@ -391,6 +391,71 @@ def _outline(lines: list[str], value: Any, depth: int) -> None:
         lines.append(f"{pad}{_scalar(value)}")
 
 
+# -- projects ---------------------------------------------------------------------------
+
+
+async def add_project(
+    url: str | None, name: str, git_url: str, branch: str | None, *, wait: bool, as_json: bool
+) -> int:
+    async with open_client(url) as client:
+        project = await client.add_project(name, git_url, branch)
+        while wait and project.state == "cloning":
+            await asyncio.sleep(0.5)  # the API announces a clone's end by its state only
+            project = await client.project(name)
+    if as_json:
+        print(_json(project))
+    else:
+        print(f"project {project.name} is {project.state}")
+        if project.error:
+            print(f"error: {project.error}")
+    return ExitCode.FAILED if project.state == "failed" else ExitCode.COMPLETED
+
+
+async def list_projects(url: str | None, *, as_json: bool) -> int:
+    async with open_client(url) as client:
+        projects = await client.projects()
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in projects], indent=2))
+        return ExitCode.COMPLETED
+    table = Table("NAME", "STATE", "COMMIT", "URL", box=None)
+    for project in projects:
+        state = project.state if project.managed else f"{project.state} (by hand)"
+        commit = project.last_commit.sha[:10] if project.last_commit else "-"
+        table.add_row(project.name, state, commit, project.git_url)
+    Console().print(table)
+    return ExitCode.COMPLETED
+
+
+async def show_project(url: str | None, name: str, *, refresh: bool, as_json: bool) -> int:
+    async with open_client(url) as client:
+        project = await (client.refresh_project(name) if refresh else client.project(name))
+    if as_json:
+        print(_json(project))
+        return ExitCode.COMPLETED
+    print(f"{project.name}  {project.state}{'' if project.managed else ' (placed by hand)'}")
+    print(f"url: {project.git_url}")
+    if project.default_branch:
+        print(f"branch: {project.default_branch}")
+    if project.last_commit:
+        commit = project.last_commit
+        print(f"last commit: {commit.sha[:12]} {commit.subject} ({commit.author}, "
+              f"{commit.committed_at:%Y-%m-%d %H:%M})")  # fmt: skip
+    if project.error:
+        print(f"error: {project.error}")
+    if project.checks is not None:
+        print("checks:")
+        for line in render_output({"checks": project.checks}):
+            print(line)
+    return ExitCode.FAILED if project.error else ExitCode.COMPLETED
+
+
+async def remove_project(url: str | None, name: str) -> int:
+    async with open_client(url) as client:
+        await client.remove_project(name)
+    print(f"project {name} removed")
+    return ExitCode.COMPLETED
+
+
 # -- watch ------------------------------------------------------------------------------
 
 

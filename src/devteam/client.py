@@ -22,6 +22,7 @@ every event once, in order.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import time
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.events import Event, EventType
+from devteam.domain.projects import ProjectView as Project
 from devteam.domain.tasks import Budget, TaskError, TaskRequest, TaskResult, TaskSummary, Usage
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "ClientError",
     "Event",
     "MemoryTokenStore",
+    "Project",
     "SessionEnded",
     "Task",
     "TaskPage",
@@ -360,6 +363,32 @@ class AsyncClient:
             await self.request("POST", f"/api/v1/tasks/{task_id}/approve", json=body)
         )
 
+    # -- projects -----------------------------------------------------------------------
+
+    async def add_project(
+        self, name: str, git_url: str, default_branch: str | None = None
+    ) -> Project:
+        """Add a project: the service clones it in the background (state `cloning`)."""
+        body: dict[str, Any] = {"name": name, "git_url": git_url}
+        if default_branch:
+            body["default_branch"] = default_branch
+        return Project.model_validate(await self.request("POST", "/api/v1/projects", json=body))
+
+    async def projects(self) -> builtins.list[Project]:
+        answer = await self.request("GET", "/api/v1/projects")
+        return [Project.model_validate(item) for item in answer["items"]]
+
+    async def project(self, name: str) -> Project:
+        return Project.model_validate(await self.request("GET", f"/api/v1/projects/{name}"))
+
+    async def refresh_project(self, name: str) -> Project:
+        return Project.model_validate(
+            await self.request("POST", f"/api/v1/projects/{name}/refresh")
+        )
+
+    async def remove_project(self, name: str) -> None:
+        await self.request("DELETE", f"/api/v1/projects/{name}")
+
     async def wait(self, task_id: UUID | str, after: int = 0) -> Task:
         """Follow the task's events until it ends; the task as it ended."""
         async for _ in self.events(task_id, after=after):
@@ -563,6 +592,21 @@ class Client:
 
     def wait(self, task_id: UUID | str, after: int = 0) -> Task:
         return self._runner.run(self._client.wait(task_id, after))
+
+    def add_project(self, name: str, git_url: str, default_branch: str | None = None) -> Project:
+        return self._runner.run(self._client.add_project(name, git_url, default_branch))
+
+    def projects(self) -> builtins.list[Project]:
+        return self._runner.run(self._client.projects())
+
+    def project(self, name: str) -> Project:
+        return self._runner.run(self._client.project(name))
+
+    def refresh_project(self, name: str) -> Project:
+        return self._runner.run(self._client.refresh_project(name))
+
+    def remove_project(self, name: str) -> None:
+        self._runner.run(self._client.remove_project(name))
 
     def events(
         self,

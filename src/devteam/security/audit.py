@@ -36,6 +36,9 @@ class AuditAction(StrEnum):
     TASK_CANCEL = "task.cancel"
     TASK_APPROVE = "task.approve"
     RULES_RELOAD = "rules.reload"
+    PROJECT_ADD = "project.add"
+    PROJECT_REFRESH = "project.refresh"
+    PROJECT_REMOVE = "project.remove"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from devteam.domain.errors import ConfigError
 from devteam.settings.agents import AgentsConfig
 from devteam.settings.mcp_servers import McpServersConfig
+from devteam.settings.projects import ProjectsConfig
 from devteam.settings.security import SecurityConfig
 from devteam.settings.team_leader import TeamLeaderConfig
 
@@ -149,6 +150,7 @@ class AppConfig(BaseModel):
     mcp_servers: McpServersConfig = McpServersConfig()
     security: SecurityConfig = SecurityConfig()
     agents: AgentsConfig = AgentsConfig()
+    projects: ProjectsConfig = ProjectsConfig()
 
 
 CONFIG_FILES: dict[str, type[BaseModel]] = {
@@ -156,6 +158,7 @@ CONFIG_FILES: dict[str, type[BaseModel]] = {
     "mcp_servers": McpServersConfig,
     "security": SecurityConfig,
     "agents": AgentsConfig,
+    "projects": ProjectsConfig,
 }
 
 M = TypeVar("M", bound=BaseModel)

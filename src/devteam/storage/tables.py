@@ -142,6 +142,20 @@ events = sa.Table(
     sa.UniqueConstraint("task_id", "seq"),
 )
 
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("git_url", sa.String(2048), nullable=False),
+    sa.Column("default_branch", sa.String(255), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_by", sa.Uuid, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("refreshed_at", UTCDateTime, nullable=True),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,
