@@ -22,6 +22,7 @@ from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, 
 from devteam.api.routes import projects as projects_routes
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.observability import tracing
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_http
 from devteam.security.tokens import configured_signing_keys
@@ -67,6 +68,7 @@ def create_app(
     without, it only serves the API and workers elsewhere run the work.
     """
     app_config = config if config is not None else load_config(settings.config_dir)
+    tracing.configure("devteam-api")
     BUILD_INFO.info({"version": __version__})
     # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
     configured_signing_keys(settings, app_config.security.tokens)
@@ -100,6 +102,7 @@ def create_app(
                 if services.security is not None:
                     await services.security.session_checks.close()
         log.info("devteam stopped")
+        tracing.shutdown()
 
     app = FastAPI(
         title="DevTeam",
@@ -114,6 +117,7 @@ def create_app(
         ],
     )
     install_error_handlers(app)
+    tracing.instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)

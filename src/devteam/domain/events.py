@@ -48,3 +48,5 @@ class Event(BaseModel):
     type: EventType
     data: dict[str, Any]
     ts: datetime
+    trace_id: str | None = None
+    """The OpenTelemetry trace of the task (32 hex digits), when tracing is on."""

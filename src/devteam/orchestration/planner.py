@@ -257,6 +257,7 @@ def build_subtasks(root: Task, plan: Sequence[SubtaskRequest], now: Any) -> list
             result=None,
             error=None,
             usage=Usage(),
+            trace_parent=root.trace_parent,
         )
         for i, step in enumerate(plan)
     ]

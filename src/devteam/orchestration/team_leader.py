@@ -29,7 +29,7 @@ from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFai
 from devteam.domain.events import EventType, NewEvent
 from devteam.domain.tasks import Budget, Task, TaskRequest, Usage
 from devteam.domain.users import User
-from devteam.observability import metrics
+from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock, SystemClock
 from devteam.orchestration.engine import Engine, TransitionResult
@@ -268,7 +268,8 @@ class TeamLeader:
         self.check(request)
         digest = request_hash(request)
         try:
-            return await self._submit(request, user, idempotency_key, digest, within)
+            with tracing.span("team_leader.submit", task_type=request.task_type):
+                return await self._submit(request, user, idempotency_key, digest, within)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -368,6 +369,7 @@ class TeamLeader:
             error=None,
             usage=Usage(),
             deadline_at=now + timedelta(seconds=budget.timeout_s or config.timeouts.task_s),
+            trace_parent=tracing.current_traceparent(),
         )
 
     async def _get(self, task_id: uuid.UUID) -> Task:

@@ -96,6 +96,7 @@ tasks = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("trace_parent", sa.String(64), nullable=True),
     # Root tasks of one user, newest first (GET /tasks for a developer); scanned backwards.
     sa.Index(
         "ix_tasks_roots_by_owner",
@@ -138,6 +139,7 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("data", JSONType, nullable=False),
     sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=True),
     # One sequence per root task; also the index of replay (`seq > after`).
     sa.UniqueConstraint("task_id", "seq"),
 )

@@ -1,7 +1,7 @@
 """projects
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0003
 Create Date: 2026-12-06 03:45:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import devteam.storage.types
 
 revision: str = "0005"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"  # "0001" on its own; chained here after 0003
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
