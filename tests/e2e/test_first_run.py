@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,30 @@ def test_a_mistyped_folder_stops_start_up_with_one_line(
 ) -> None:
     result = run(tmp_path, "serve", "--port", "1", **{variable: "confg"})
     assert (result.returncode, result.stderr) == (2, message)
+
+
+def test_start_up_without_an_llm_does_not_import_the_llm_stack(tmp_path: Path) -> None:
+    """No LLM configured: neither creating the app nor starting it loads pydantic_ai."""
+    probe = (
+        "import asyncio, sys\n"
+        "from devteam.settings import load_settings, load_config\n"
+        "settings = load_settings(jwt_secret='x' * 40)\n"
+        "from devteam.app import create_app\n"
+        "app = create_app(settings, load_config(settings.config_dir))\n"
+        "created = 'pydantic_ai' in sys.modules\n"
+        "async def start_and_stop():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        pass\n"
+        "asyncio.run(start_and_stop())\n"
+        "print(created, 'pydantic_ai' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False False"

@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic_ai.models import Model
 from sqlalchemy.exc import IntegrityError
 
 from devteam.broker.protocol import Broker, Subscription
@@ -42,6 +41,9 @@ from devteam.orchestration.work import CONTROL_CHANNEL, BrokerEffects, encode_co
 from devteam.settings import load_yaml_model
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store, UnitOfWork
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 log = get_logger(__name__)
 
