@@ -2,8 +2,9 @@
 
 A real `devteam serve --no-executors` and a real `devteam worker` on Postgres and
 Redis export over OTLP/HTTP to a small receiver on loopback that decodes the
-protobuf bodies. The codebase analyzer (no LLM needed) works on a sample project
-through the workspace and git MCP servers.
+protobuf bodies. The codebase analyzer works on a sample project through the
+workspace and git MCP servers, then asks the LLM (the fake OpenAI-compatible
+server) for its narrative.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from devteam.orchestration.work import WorkItem
 from tests import servers
 from tests.auth import JWT_SECRET, PASSWORD
 from tests.e2e.test_scale_out import create_user
+from tests.fakes.llm import FakeLLM, output
 from tests.processes import Process, clean_env
 from tests.sample_project import make_project
 
@@ -184,6 +186,15 @@ async def test_one_trace_spans_the_api_and_the_worker(
     tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str, receiver: Receiver
 ) -> None:
     await asyncio.to_thread(servers.truncate_postgres, postgres_url)
+    llm = await FakeLLM().__aenter__()
+    llm.script(
+        "Codebase analyzer",
+        output(
+            summary="A small WSGI shop with one route module and its tests.",
+            narrative="Routes live in app/main.py; tests in tests/.",
+            task_notes="Nothing unusual.",
+        ),
+    )
     workspaces = tmp_path / "workspaces"
     make_project(workspaces / "shop")
     env = clean_env(
@@ -194,6 +205,8 @@ async def test_one_trace_spans_the_api_and_the_worker(
         DEVTEAM_MIGRATE_ON_START="false",
         DEVTEAM_WORKSPACES_ROOT=str(workspaces),
         DEVTEAM_LOG_FORMAT="json",
+        DEVTEAM_LLM_MODEL="openai-chat:fake",
+        DEVTEAM_LLM_BASE_URL=llm.base_url,
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
@@ -236,6 +249,7 @@ async def test_one_trace_spans_the_api_and_the_worker(
             return (
                 any(n.startswith("agent codebase_analyzer") for n in names)
                 and any(n.startswith("mcp ") for n in names)
+                and any(n.startswith("chat ") for n in names)
                 and "team_leader.submit" in names
             )
 
@@ -247,6 +261,7 @@ async def test_one_trace_spans_the_api_and_the_worker(
     finally:
         for process in (worker, api):
             process.stop()
+        await llm.__aexit__(None, None, None)
 
     services = {s.service for s in spans}
     assert services == {"devteam-api", "devteam-worker"}
@@ -265,6 +280,13 @@ async def test_one_trace_spans_the_api_and_the_worker(
         while parent is not None and parent is not agent:
             parent = by_id.get(parent.parent_id)
         assert parent is agent, call
+    # So does the LLM request (pydantic-ai's span of the model request).
+    for request in [s for s in spans if s.name.startswith("chat ")]:
+        parent = by_id.get(request.parent_id)
+        while parent is not None and parent is not agent:
+            parent = by_id.get(parent.parent_id)
+        assert parent is agent, request
+    assert task["result"]["output"]["analysis"] == "structural+llm"
     # Every event of the task carries the trace id, in the table and over the API.
     assert rows and {row["trace_id"] for row in rows} == {TRACE_ID}
     assert {e["trace_id"] for e in api_events} == {TRACE_ID}
