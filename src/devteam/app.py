@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from devteam import __version__
 from devteam.agents.llm import check_models
+from devteam.agents.projects import Projects
 from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
@@ -31,9 +32,11 @@ from devteam.api.routes import (
     users,
     webhooks,
 )
+from devteam.api.routes import projects as projects_routes
 from devteam.api.swagger import install_docs, operation_id
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.observability import tracing
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_http
 from devteam.security.tokens import configured_signing_keys
@@ -98,6 +101,7 @@ def create_app(
     without, it only serves the API and workers elsewhere run the work.
     """
     app_config = config if config is not None else load_config(settings.config_dir)
+    tracing.configure("devteam-api")
     BUILD_INFO.info({"version": __version__})
     # Unusable token keys (e.g. no DEVTEAM_JWT_SECRET in production) stop start-up here.
     configured_signing_keys(settings, app_config.security.tokens)
@@ -113,6 +117,9 @@ def create_app(
             app.state.hub = EventHub(services.broker)
             app.state.ws_connections = websocket.Connections()
             dispatcher = await start_webhook_dispatcher(services)
+            app.state.projects = Projects(
+                services.store, settings.workspaces_root, app_config.projects
+            )
             log.info(
                 "devteam started",
                 database=services.store.db.dialect,
@@ -126,10 +133,12 @@ def create_app(
                 if dispatcher is not None:
                     await dispatcher.stop()
                 await app.state.ws_connections.close()
+                await app.state.projects.close()
                 await app.state.hub.close()
                 if services.security is not None:
                     await services.security.close()
         log.info("devteam stopped")
+        tracing.shutdown()
 
     app = FastAPI(
         title="DevTeam",
@@ -151,6 +160,7 @@ def create_app(
     )
     install_error_handlers(app)
     install_docs(app)
+    tracing.instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(sign_in.router)
@@ -165,6 +175,7 @@ def create_app(
     app.include_router(rules.router)
     app.include_router(websocket.router)
     app.include_router(ui.router)
+    app.include_router(projects_routes.router)
 
     if settings.cors_origins:
         app.add_middleware(

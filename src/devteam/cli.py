@@ -27,14 +27,47 @@ app = typer.Typer(
 )
 
 
+VERBOSE = False
+"""`-v`: commands other than `serve` and `worker` log their INFO lines too (migrations, audit)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from devteam import __version__
+
+        typer.echo(f"devteam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print log lines (migrations, audit).")
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """DevTeam: run an AI development team."""
+    global VERBOSE
+    VERBOSE = verbose
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit."""
     typer.echo(f"devteam: {message}", err=True)
     raise typer.Exit(code)
 
 
-def load(**overrides: Any) -> tuple[Settings, AppConfig]:
-    """Settings and YAML config, or a one-line reason and exit code 2."""
+def load(*, service: bool = False, **overrides: Any) -> tuple[Settings, AppConfig]:
+    """Settings and YAML config, or a one-line reason and exit code 2.
+
+    Only a `service` (serve, worker) logs at the configured level; other commands
+    log warnings and errors alone, unless `-v` was given.
+    """
     from devteam.observability.logging import configure_logging
     from devteam.settings import load_config, load_settings
 
@@ -46,7 +79,8 @@ def load(**overrides: Any) -> tuple[Settings, AppConfig]:
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "json" if settings.is_production else "console"
-    configure_logging(level=settings.log_level, fmt=fmt)
+    level = settings.log_level if service or VERBOSE else "WARNING"
+    configure_logging(level=level, fmt=fmt)
     return settings, config
 
 
@@ -93,7 +127,7 @@ def serve(
     from devteam.app import create_app, server_config
     from devteam.heap import settle_heap
 
-    settings, config = load(host=host, port=port, migrate_on_start=migrate)
+    settings, config = load(service=True, host=host, port=port, migrate_on_start=migrate)
     if not executors and settings.redis_url is None:
         fail("--no-executors needs DEVTEAM_REDIS_URL: workers reach the work through Redis")
     team = load_agents(agents) if agents else None
@@ -130,7 +164,7 @@ def worker(
     SIGTERM (or Ctrl-C) stops taking work, lets running attempts finish within
     DEVTEAM_SHUTDOWN_GRACE_S and hands the rest back to the queue.
     """
-    settings, config = load(host=host)
+    settings, config = load(service=True, host=host)
     if concurrency is not None:
         settings = settings.model_copy(update={"executor_concurrency": concurrency})
     if settings.redis_url is None:
@@ -280,10 +314,15 @@ def login(
     if sso:
         _client(cli_client.login_sso(url, open_browser=browser))
         return
-    name = username or typer.prompt("username")
     if password_stdin:
+        if username is None:
+            fail("--password-stdin needs --username")
+        name = username
         password = sys.stdin.readline().rstrip("\r\n")
     else:
+        if not sys.stdin.isatty():
+            fail("no terminal to ask for the password: use --password-stdin")
+        name = username or typer.prompt("username")
         password = typer.prompt("password", hide_input=True)
     _client(cli_client.login(url, name, password))
 
@@ -352,6 +391,9 @@ def submit(
 def watch(
     task_id: Annotated[str, typer.Argument(help="The task to follow.")],
     url: UrlOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each event as one JSON line (NDJSON).")
+    ] = False,
 ) -> None:
     """Follow a task live until it ends; resumes by itself after a dropped connection.
 
@@ -359,7 +401,7 @@ def watch(
     """
     from devteam import cli_client
 
-    _client(cli_client.watch(url, task_id))
+    _client(cli_client.watch(url, task_id, as_json=as_json))
 
 
 tasks_app = typer.Typer(help="List, show, cancel and approve tasks.", no_args_is_help=True)
@@ -420,3 +462,59 @@ def tasks_approve(
     from devteam import cli_client
 
     _client(cli_client.approve_task(url, task_id, not reject, comment))
+
+
+projects_app = typer.Typer(
+    help="Projects: git repositories the agents work on (cloned by the service).",
+    no_args_is_help=True,
+)
+app.add_typer(projects_app, name="projects")
+
+ProjectName = Annotated[str, typer.Argument(help="The project's name (its project_id).")]
+
+
+@projects_app.command("add")
+def projects_add(
+    name: ProjectName,
+    git_url: Annotated[str, typer.Argument(help="git://, https:// or ssh:// URL.")],
+    branch: Annotated[str | None, typer.Option(help="Branch to clone.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the clone ends.")] = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a project; the service clones it in the background (admin, operator)."""
+    from devteam import cli_client
+
+    _client(cli_client.add_project(url, name, git_url, branch, wait=wait, as_json=as_json))
+
+
+@projects_app.command("list")
+def projects_list(url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Every project: cloned ones and repositories placed in the workspaces folder by hand."""
+    from devteam import cli_client
+
+    _client(cli_client.list_projects(url, as_json=as_json))
+
+
+@projects_app.command("show")
+def projects_show(name: ProjectName, url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """A project's state, last commit, error and detected checks."""
+    from devteam import cli_client
+
+    _client(cli_client.show_project(url, name, refresh=False, as_json=as_json))
+
+
+@projects_app.command("refresh")
+def projects_refresh(name: ProjectName, url: UrlOption = None, as_json: JsonOption = False) -> None:
+    """Fetch the project's remote and fast-forward its checkout."""
+    from devteam import cli_client
+
+    _client(cli_client.show_project(url, name, refresh=True, as_json=as_json))
+
+
+@projects_app.command("remove")
+def projects_remove(name: ProjectName, url: UrlOption = None) -> None:
+    """Remove a project and its clone (refused while its tasks run)."""
+    from devteam import cli_client
+
+    _client(cli_client.remove_project(url, name))

@@ -1,6 +1,6 @@
 """The command line on the API: log in, submit tasks, watch them live, list, cancel, approve.
 
-Commands talk to a running service over HTTP (httpx) and WebSocket (websockets);
+Commands talk to a running service through `devteam.client` (HTTP and WebSocket);
 `cli.py` imports this module only when one of them runs, so `devteam --help` stays
 quick.
 
@@ -21,29 +21,33 @@ import contextlib
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-import websockets
+from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from devteam.client import (
+    AsyncClient,
+    ClientError,
+    Event,
+    SessionEnded,
+    Task,
+    Tokens,
+    websocket_url,
+)
+from devteam.domain.tasks import Usage
+
+__all__ = ["websocket_url"]
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = {"completed", "failed", "cancelled"}
 TERMINAL_EVENTS = {"task.completed", "task.failed", "task.cancelled"}
-REFRESH_MARGIN_S = 30.0
-"""Renew an access token this long before it expires."""
-GIVE_UP_AFTER_S = 120.0
-"""`watch` stops retrying after this long without reaching the service."""
 
 
 class ExitCode(IntEnum):
@@ -87,8 +91,9 @@ class Credentials:
     refresh_token: str
     expires_at: float
     """Unix time the access token expires."""
-    provider: dict[str, Any] | None = None
-    """Signed in with the identity provider (`login --sso`): where its tokens are renewed."""
+    sso: bool = False
+    """Signed in at the identity provider (`login --sso`): renewed through the service's
+    `POST /api/v1/auth/oidc/refresh`."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Credentials | None:
@@ -110,23 +115,6 @@ class Credentials:
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
 
-    @classmethod
-    def of(
-        cls,
-        url: str,
-        username: str,
-        tokens: dict[str, Any],
-        provider: dict[str, Any] | None = None,
-    ) -> Credentials:
-        return cls(
-            url=url,
-            username=username,
-            access_token=tokens["access_token"],
-            refresh_token=tokens.get("refresh_token") or "",
-            expires_at=time.time() + float(tokens.get("expires_in", 300)),
-            provider=provider,
-        )
-
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
@@ -146,6 +134,47 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+class CredentialsFile:
+    """The client's token store: the credentials file, shared by every command.
+
+    Renewals happen under a file lock, so several commands running at once do not
+    present the same refresh token twice (which would end the session).
+    """
+
+    def __init__(self, url: str, username: str | None = None, path: Path | None = None) -> None:
+        self.url = url
+        self.username = username
+        self.path = path or credentials_path()
+
+    def load(self) -> Tokens | None:
+        stored = Credentials.load(self.path)
+        if stored is None:
+            return None
+        if stored.url != self.url:
+            raise SessionEnded(f"logged in to {stored.url}, not {self.url}")
+        self.username = self.username or stored.username
+        return Tokens(
+            stored.access_token, stored.refresh_token or None, stored.expires_at, sso=stored.sso
+        )
+
+    def save(self, tokens: Tokens | None) -> None:
+        if tokens is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        Credentials(
+            url=self.url,
+            username=self.username or "?",
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token or "",
+            expires_at=tokens.expires_at,
+            sso=tokens.sso,
+        ).save(self.path)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return _locked(self.path)
+
+
 def resolve_url(given: str | None) -> str:
     """`--url` / `DEVTEAM_URL`, else the URL logged in to, else the default."""
     if given:
@@ -154,144 +183,45 @@ def resolve_url(given: str | None) -> str:
     return stored.url if stored is not None else DEFAULT_URL
 
 
-def websocket_url(base: str) -> str:
-    parts = urlsplit(base)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/ws", "", ""))
-
-
-# -- the HTTP client --------------------------------------------------------------------
-
-
-def _error_of(response: httpx.Response) -> CliError:
-    try:
-        error = response.json()["error"]
-        return CliError(
-            f"{error['message']} ({response.status_code} {error['code']})", error["code"]
-        )
-    except (ValueError, KeyError, TypeError):
-        return CliError(f"the service answered {response.status_code}")
-
-
-class Api:
-    """Calls the service as the logged-in user, renewing the access token when due."""
-
-    def __init__(self, url: str, http: httpx.AsyncClient) -> None:
-        self.url = url
-        self.http = http
-        self.path = credentials_path()
-
-    def credentials(self) -> Credentials:
-        stored = Credentials.load(self.path)
-        if stored is None:
-            raise CliError(f"not logged in: run devteam login --url {self.url}")
-        if stored.url != self.url:
-            raise CliError(
-                f"logged in to {stored.url}, not {self.url}: run devteam login --url {self.url}"
-            )
-        return stored
-
-    async def access_token(self) -> str:
-        stored = self.credentials()
-        if stored.expires_at - REFRESH_MARGIN_S > time.time():
-            return stored.access_token
-        return (await self.refresh(stored.refresh_token)).access_token
-
-    async def refresh(self, seen: str) -> Credentials:
-        """New tokens, unless another command already renewed the `seen` refresh token."""
-        with _locked(self.path):
-            stored = self.credentials()
-            if stored.refresh_token != seen and stored.expires_at - REFRESH_MARGIN_S > time.time():
-                return stored
-            if stored.provider is not None:
-                return await self._refresh_at_provider(stored)
-            response = await self.http.post(
-                "/api/v1/auth/refresh", json={"refresh_token": stored.refresh_token}
-            )
-            if response.status_code == 401:
-                raise CliError(f"the session has ended: run devteam login --url {self.url}")
-            if response.is_error:
-                raise _error_of(response)
-            renewed = Credentials.of(self.url, stored.username, response.json())
-            renewed.save(self.path)
-            return renewed
-
-    async def _refresh_at_provider(self, stored: Credentials) -> Credentials:
-        """Renew single sign-on tokens at the identity provider's token endpoint."""
-        from devteam import cli_sso
-
-        assert stored.provider is not None
-        again = f"the sign-in has ended: run devteam login --sso --url {self.url}"
-        if not stored.refresh_token:
-            raise CliError(again)
-        try:
-            tokens = await cli_sso.refresh(self.http, stored.provider, stored.refresh_token)
-            tokens = cli_sso.bearer_of(tokens, stored.provider.get("token_type", "access_token"))
-        except cli_sso.SignInError:
-            raise CliError(again) from None
-        tokens.setdefault("refresh_token", stored.refresh_token)
-        renewed = Credentials.of(self.url, stored.username, tokens, stored.provider)
-        renewed.save(self.path)
-        return renewed
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        token = await self.access_token()
-        response = await self._send(method, path, token, **kwargs)
-        if response.status_code == 401:
-            # Expired or ended early (logout, restart without a fixed secret): renew once.
-            renewed = await self.refresh(self.credentials().refresh_token)
-            response = await self._send(method, path, renewed.access_token, **kwargs)
-        if response.is_error:
-            raise _error_of(response)
-        return response.json() if response.content else None
-
-    async def _send(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-        try:
-            return await self.http.request(method, path, headers=headers, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach {self.url}: {exc}") from None
-
-
 @contextlib.asynccontextmanager
-async def open_api(url: str | None) -> AsyncIterator[Api]:
+async def open_client(url: str | None, username: str | None = None) -> AsyncIterator[AsyncClient]:
     base = resolve_url(url)
-    async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:
-        yield Api(base, http)
+    async with AsyncClient(base, store=CredentialsFile(base, username)) as client:
+        yield client
 
 
 def run(main: Any) -> int:
-    """Run a command coroutine; print a `CliError` as one line and return its exit code."""
+    """Run a command coroutine; print a refusal as one line and return its exit code."""
     try:
         return int(asyncio.run(main))
-    except CliError as exc:
+    except SessionEnded as exc:
+        base = resolve_url(os.environ.get("DEVTEAM_URL"))
+        print(f"devteam: {exc.message}: run devteam login --url {base}", file=sys.stderr)
+        return ExitCode.ERROR
+    except (CliError, ClientError) as exc:
         print(f"devteam: {exc.message}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return 130
 
 
+def _json(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, indent=2)
+
+
 # -- login, logout ----------------------------------------------------------------------
 
 
 async def login(url: str | None, username: str, password: str) -> int:
-    base = (url or DEFAULT_URL).rstrip("/")
-    async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:
+    async with open_client(url, username) as client:
+        await client.login(username, password)
         try:
-            response = await http.post(
-                "/api/v1/auth/token", data={"username": username, "password": password}
-            )
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach {base}: {exc}") from None
-        if response.is_error:
-            raise _error_of(response)
-        credentials = Credentials.of(base, username, response.json())
-        credentials.save()
-        me = await http.get(
-            "/api/v1/users/me", headers={"Authorization": f"Bearer {credentials.access_token}"}
-        )
-        role = me.json().get("role", "?") if me.is_success else "?"
-    print(f"logged in to {base} as {username} ({role})")
+            role = (await client.me()).get("role", "?")
+        except ClientError:
+            role = "?"
+        print(f"logged in to {client.url} as {username} ({role})")
     return ExitCode.COMPLETED
 
 
@@ -299,7 +229,7 @@ async def login_sso(url: str | None, *, open_browser: bool = True) -> int:
     """Sign in at the service's identity provider: device code where offered, else a browser."""
     from devteam import cli_sso
 
-    base = (url or resolve_url(None)).rstrip("/")
+    base = resolve_url(url)
 
     def show_code(verification_uri: str, user_code: str, complete: str | None) -> None:
         print(f"To sign in, open {complete or verification_uri}", flush=True)
@@ -311,35 +241,37 @@ async def login_sso(url: str | None, *, open_browser: bool = True) -> int:
             flush=True,
         )
 
-    async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:
+    store = CredentialsFile(base)
+    async with AsyncClient(base, store=store) as client:
         try:
-            provider = await cli_sso.discover(http, base)
+            provider = await cli_sso.discover(client.http, base)
             if provider.device_authorization_endpoint is not None:
-                tokens = await cli_sso.device_flow(http, provider, show_code)
+                answer = await cli_sso.device_flow(client.http, provider, show_code)
             else:
-                tokens = await cli_sso.code_flow(
-                    http, provider, show_url, open_browser=open_browser
+                answer = await cli_sso.code_flow(
+                    client.http, provider, show_url, open_browser=open_browser
                 )
-            tokens = cli_sso.bearer_of(tokens, provider.token_type)
+            answer = cli_sso.bearer_of(answer, provider.token_type)
         except cli_sso.SignInError as exc:
             raise CliError(str(exc)) from None
-        me = await http.get(
-            "/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
-        )
-        if me.is_error:
-            raise _error_of(me)
-        user = me.json()
-        Credentials.of(base, user["username"], tokens, provider.as_dict()).save()
+        tokens = Tokens.of(answer)
+        tokens.sso = True
+        with store.lock():
+            store.save(tokens)
+        user = await client.me()
+        store.username = str(user["username"])
+        with store.lock():
+            store.save(tokens)
     print(f"logged in to {base} as {user['username']} ({user['role']}) through {provider.issuer}")
     return ExitCode.COMPLETED
 
 
 async def logout(url: str | None) -> int:
-    async with open_api(url) as api:
-        with contextlib.suppress(CliError):
-            await api.request("POST", "/api/v1/auth/logout")
+    async with open_client(url) as client:
+        with contextlib.suppress(SessionEnded):
+            await client.logout()
         with contextlib.suppress(FileNotFoundError):
-            api.path.unlink()
+            credentials_path().unlink()
     print("logged out")
     return ExitCode.COMPLETED
 
@@ -355,26 +287,24 @@ async def submit(
     as_json: bool,
     idempotency_key: str | None,
 ) -> int:
-    async with open_api(url) as api:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        task = await api.request("POST", "/api/v1/tasks", json=body, headers=headers)
+    async with open_client(url) as client:
+        task = await client.submit(body, idempotency_key=idempotency_key)
         if as_json and not watch_it:
-            print(json.dumps(task, indent=2))
+            print(_json(task))
             return ExitCode.COMPLETED
-        print(f"submitted task {task['id']} ({task['status']})")
+        if not as_json:
+            print(f"submitted task {task.id} ({task.status})")
         if not watch_it:
-            print(f"follow it with: devteam watch {task['id']}")
+            print(f"follow it with: devteam watch {task.id}")
             return ExitCode.COMPLETED
-        return await Watcher(api, task["id"]).run()
+        return await Watcher(client, str(task.id), as_json=as_json).run()
 
 
 async def list_tasks(url: str | None, filters: dict[str, Any], *, as_json: bool) -> int:
-    async with open_api(url) as api:
-        page = await api.request(
-            "GET", "/api/v1/tasks", params={k: v for k, v in filters.items() if v is not None}
-        )
+    async with open_client(url) as client:
+        page = await client.list(**{k: v for k, v in filters.items() if v is not None})
     if as_json:
-        print(json.dumps(page, indent=2))
+        print(_json(page))
         return ExitCode.COMPLETED
     console = Console()
     table = Table(box=None)
@@ -383,83 +313,194 @@ async def list_tasks(url: str | None, filters: dict[str, Any], *, as_json: bool)
     for name in ("STATUS", "AGENT", "CPLX", "CREATED"):
         table.add_column(name, no_wrap=True)
     table.add_column("TASK", no_wrap=True, overflow="ellipsis", max_width=50)
-    for task in page["items"]:
+    for task in page.items:
         table.add_row(
-            task["id"],
-            _status_text(task["status"]),
-            task["agent_type"] or "-",
-            str(task["complexity"]),
-            _short_time(task["created_at"]),
-            _one_line(task["task"], 50),
+            str(task.id),
+            _status_text(task.status),
+            task.agent_type or "-",
+            str(task.complexity),
+            task.created_at.strftime("%Y-%m-%d %H:%M"),
+            _one_line(task.task, 50),
         )
     console.print(table)
-    if page["next_cursor"]:
-        console.print(f"more: --cursor {page['next_cursor']}")
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
     return ExitCode.COMPLETED
 
 
 async def show_task(url: str | None, task_id: str, *, as_json: bool) -> int:
-    async with open_api(url) as api:
-        task = await api.request("GET", f"/api/v1/tasks/{task_id}")
+    async with open_client(url) as client:
+        task = await client.get(task_id)
     if as_json:
-        print(json.dumps(task, indent=2))
+        print(_json(task))
     else:
-        print_task(Console(), task)
+        print_task(Console(highlight=False, soft_wrap=True), task, full=True)
     return ExitCode.COMPLETED
 
 
 async def cancel_task(url: str | None, task_id: str) -> int:
-    async with open_api(url) as api:
-        task = await api.request("POST", f"/api/v1/tasks/{task_id}/cancel")
-    print(f"task {task['id']} is {task['status']}")
+    async with open_client(url) as client:
+        task = await client.cancel(task_id)
+    print(f"task {task.id} is {task.status}")
     return ExitCode.COMPLETED
 
 
 async def approve_task(url: str | None, task_id: str, approved: bool, comment: str | None) -> int:
-    async with open_api(url) as api:
-        body: dict[str, Any] = {"approved": approved}
-        if comment:
-            body["comment"] = comment
-        task = await api.request("POST", f"/api/v1/tasks/{task_id}/approve", json=body)
-    print(f"task {task['id']} is {task['status']}")
+    async with open_client(url) as client:
+        task = await client.approve(task_id, approved, comment)
+    print(f"task {task.id} is {task.status}")
     return ExitCode.COMPLETED
 
 
-async def watch(url: str | None, task_id: str) -> int:
-    async with open_api(url) as api:
-        return await Watcher(api, task_id).run()
+async def watch(url: str | None, task_id: str, *, as_json: bool = False) -> int:
+    async with open_client(url) as client:
+        return await Watcher(client, task_id, as_json=as_json).run()
 
 
-def print_task(console: Console, task: dict[str, Any]) -> None:
-    console.print(f"[bold]{task['id']}[/bold]  {_status_markup(task['status'])}")
-    console.print(_one_line(task["task"], 200))
+def print_task(console: Console, task: Task, *, full: bool = False) -> None:
+    """The task's facts, subtasks, error and result; `full` prints the whole typed result."""
+    console.print(f"[bold]{task.id}[/bold]  {_status_markup(task.status)}")
+    console.print(_one_line(task.task, 200), markup=False)
     facts = [
-        f"type {task['task_type']}",
-        f"agent {task['agent_type'] or 'auto'}",
-        f"complexity {task['complexity']}",
-        f"priority {task['priority']}",
+        f"type {task.task_type}",
+        f"agent {task.agent_type or 'auto'}",
+        f"complexity {task.complexity}",
+        f"priority {task.priority}",
     ]
-    if task["project_id"]:
-        facts.append(f"project {task['project_id']}")
-    console.print(" · ".join(facts))
-    console.print(_usage_line(task["usage"]))
-    if task["subtasks"]:
-        table = Table("KEY", "TASK", "AGENT", "PHASE", "STATUS", "TRY", box=None)
-        for sub in task["subtasks"]:
+    if task.project_id:
+        facts.append(f"project {task.project_id}")
+    console.print(" · ".join(facts), markup=False)
+    console.print(_usage_line(task.usage), markup=False)
+    if task.subtasks:
+        table = Table("KEY", "AGENT", "PHASE", "STATUS", "TRY", box=None)
+        for sub in task.subtasks:
             table.add_row(
-                sub["key"] or "-",
-                _one_line(sub.get("task") or "", 60),
-                sub["agent_type"] or "-",
-                sub["phase"] or "-",
-                _status_text(sub["status"]),
-                str(sub["attempt"]),
+                sub.key or "-",
+                sub.agent_type or "-",
+                sub.phase or "-",
+                _status_text(sub.status),
+                str(sub.attempt),
             )
         console.print(table)
-    if task["error"]:
-        console.print(f"[red]{task['error']['code']}[/red]: {task['error']['message']}")
-    result = task.get("result") or {}
-    if result.get("summary"):
-        console.print(f"result: {result['summary']}")
+    if task.error:
+        console.print(Text.assemble((task.error.code, "red"), f": {task.error.message}"))
+    result = task.result
+    if result is None:
+        return
+    if result.summary:
+        console.print(f"result: {result.summary}", markup=False)
+    if full:
+        kind = result.output_type or "output"
+        console.print(Text(f"{kind}:", style="bold"))
+        for line in render_output(result.output):
+            console.print(line, markup=False)
+
+
+def render_output(output: dict[str, Any]) -> list[str]:
+    """A typed result as an indented outline; a unified diff goes last, as it is."""
+    lines: list[str] = []
+    diff = output.get("diff")
+    _outline(lines, {k: v for k, v in output.items() if k not in ("diff", "summary")}, 1)
+    if isinstance(diff, str) and diff:
+        lines.append("  diff:")
+        lines.extend(diff.rstrip("\n").splitlines())
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    return " ".join(str(value).split()) if isinstance(value, str) else json.dumps(value)
+
+
+def _outline(lines: list[str], value: Any, depth: int) -> None:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if item in (None, "", [], {}):
+                continue
+            if isinstance(item, dict | list):
+                lines.append(f"{pad}{key}:")
+                _outline(lines, item, depth + 1)
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                scalars = {k: v for k, v in item.items() if not isinstance(v, dict | list)}
+                nested = {k: v for k, v in item.items() if isinstance(v, dict | list)}
+                shown = ", ".join(
+                    f"{k}={_scalar(v)}" for k, v in scalars.items() if v not in (None, "")
+                )
+                lines.append(f"{pad}- {shown}")
+                _outline(lines, nested, depth + 1)
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    else:
+        lines.append(f"{pad}{_scalar(value)}")
+
+
+# -- projects ---------------------------------------------------------------------------
+
+
+async def add_project(
+    url: str | None, name: str, git_url: str, branch: str | None, *, wait: bool, as_json: bool
+) -> int:
+    async with open_client(url) as client:
+        project = await client.add_project(name, git_url, branch)
+        while wait and project.state == "cloning":
+            await asyncio.sleep(0.5)  # the API announces a clone's end by its state only
+            project = await client.project(name)
+    if as_json:
+        print(_json(project))
+    else:
+        print(f"project {project.name} is {project.state}")
+        if project.error:
+            print(f"error: {project.error}")
+    return ExitCode.FAILED if project.state == "failed" else ExitCode.COMPLETED
+
+
+async def list_projects(url: str | None, *, as_json: bool) -> int:
+    async with open_client(url) as client:
+        projects = await client.projects()
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in projects], indent=2))
+        return ExitCode.COMPLETED
+    table = Table("NAME", "STATE", "COMMIT", "URL", box=None)
+    for project in projects:
+        state = project.state if project.managed else f"{project.state} (by hand)"
+        commit = project.last_commit.sha[:10] if project.last_commit else "-"
+        table.add_row(project.name, state, commit, project.git_url)
+    Console().print(table)
+    return ExitCode.COMPLETED
+
+
+async def show_project(url: str | None, name: str, *, refresh: bool, as_json: bool) -> int:
+    async with open_client(url) as client:
+        project = await (client.refresh_project(name) if refresh else client.project(name))
+    if as_json:
+        print(_json(project))
+        return ExitCode.COMPLETED
+    print(f"{project.name}  {project.state}{'' if project.managed else ' (placed by hand)'}")
+    print(f"url: {project.git_url}")
+    if project.default_branch:
+        print(f"branch: {project.default_branch}")
+    if project.last_commit:
+        commit = project.last_commit
+        print(f"last commit: {commit.sha[:12]} {commit.subject} ({commit.author}, "
+              f"{commit.committed_at:%Y-%m-%d %H:%M})")  # fmt: skip
+    if project.error:
+        print(f"error: {project.error}")
+    if project.checks is not None:
+        print("checks:")
+        for line in render_output({"checks": project.checks}):
+            print(line)
+    return ExitCode.FAILED if project.error else ExitCode.COMPLETED
+
+
+async def remove_project(url: str | None, name: str) -> int:
+    async with open_client(url) as client:
+        await client.remove_project(name)
+    print(f"project {name} removed")
+    return ExitCode.COMPLETED
 
 
 # -- watch ------------------------------------------------------------------------------
@@ -468,7 +509,6 @@ def print_task(console: Console, task: dict[str, Any]) -> None:
 @dataclass
 class _Row:
     key: str
-    task: str = ""
     agent: str = "-"
     status: str = "pending"
     attempt: int = 1
@@ -496,8 +536,6 @@ class Progress:
         if subtask is not None:
             row = self.rows.setdefault(subtask, _Row(key=data.get("key") or subtask[:8]))
             who = row.key
-            if data.get("task"):
-                row.task = str(data["task"])
             if data.get("agent_type"):
                 row.agent = data["agent_type"]
             if "status" in data:
@@ -514,9 +552,9 @@ class Progress:
             self.status = data["status"]
         if kind == "task.planned":
             for step in data.get("subtasks", []):
-                row = self.rows.setdefault(step["id"], _Row(key=step.get("key") or step["id"][:8]))
-                row.agent = step.get("agent_type") or "-"
-                row.task = str(step.get("task") or row.task)
+                self.rows.setdefault(
+                    step["id"], _Row(key=step.get("key") or step["id"][:8])
+                ).agent = step.get("agent_type") or "-"
         if kind == "tool.call":
             self.tool_calls += 1
         return f"#{event['seq']:<4} {kind:<22} {who:<14} {_detail(kind, data)}".rstrip()
@@ -537,11 +575,10 @@ class Progress:
 
     def view(self) -> Group:
         """The live view: a summary line over a table of the subtasks."""
-        table = Table("SUBTASK", "TASK", "AGENT", "STATUS", "TRY", "TOOLS", "TOKENS", box=None)
+        table = Table("SUBTASK", "AGENT", "STATUS", "TRY", "TOOLS", "TOKENS", box=None)
         for row in self.rows.values():
             table.add_row(
                 row.key,
-                _one_line(row.task, 40) if row.task else "-",
                 row.agent,
                 _status_text(row.status),
                 str(row.attempt),
@@ -578,99 +615,59 @@ def _detail(kind: str, data: dict[str, Any]) -> str:
 
 
 class Watcher:
-    """Follows one task over the WebSocket until it ends, resuming after every drop."""
+    """Follows one task until it ends (the client resumes after every drop).
 
-    def __init__(self, api: Api, task_id: str, console: Console | None = None) -> None:
-        self.api = api
+    `as_json` prints each event as one JSON line (NDJSON) and nothing else on stdout.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        task_id: str,
+        console: Console | None = None,
+        *,
+        as_json: bool = False,
+    ) -> None:
+        self.client = client
         self.task_id = task_id
+        self.as_json = as_json
         # Soft wrap: one event stays one line, however narrow the terminal or pipe.
         self.console = console or Console(highlight=False, soft_wrap=True)
+        self.notes = (
+            Console(stderr=True, highlight=False, soft_wrap=True) if as_json else self.console
+        )
         self.progress = Progress(task_id)
         self.live: Live | None = None
-        self.subscribed = False
-        """The current connection got as far as `subscribed`."""
 
     def note(self, text: str) -> None:
-        self.console.print(Text(text, style="dim"))
+        self.notes.print(Text(text, style="dim"))
 
     async def run(self) -> int:
-        interactive = self.console.is_terminal
+        interactive = self.console.is_terminal and not self.as_json
         with contextlib.ExitStack() as stack:
             if interactive:
                 self.live = stack.enter_context(
                     Live(self.progress.view(), console=self.console, refresh_per_second=8)
                 )
-            await self._follow()
-        task = await self.api.request("GET", f"/api/v1/tasks/{self.task_id}")
-        self.console.print()
-        print_task(self.console, task)
-        return exit_code_for(task["status"])
+            async for event in self.client.events(
+                self.task_id, self.progress.last_seq, on_reconnect=self.note
+            ):
+                self.show(event)
+        task = await self.client.get(self.task_id)
+        if not self.as_json:
+            self.console.print()
+            print_task(self.console, task)
+        return exit_code_for(task.status)
 
-    async def _follow(self) -> None:
-        delay = 0.2
-        failing_since: float | None = None
-        while True:
-            self.subscribed = False
-            try:
-                if await self._session():
-                    return
-                self.note(f"connection closed; resuming after #{self.progress.last_seq}")
-            except websockets.ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == 4401:
-                    # The access token expired (or the session ended): renew, reconnect.
-                    await self.api.refresh(self.api.credentials().refresh_token)
-                    continue
-                self.note(f"connection lost; resuming after #{self.progress.last_seq}")
-            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-                self.note(f"cannot connect ({type(exc).__name__}); retrying in {delay:.1f} s")
-            if self.subscribed:
-                delay, failing_since = 0.2, None
-            else:
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > GIVE_UP_AFTER_S:
-                    raise CliError(f"cannot reach {self.api.url}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    async def _session(self) -> bool:
-        """One connection: subscribe after the last event seen; True once the task ended."""
-        token = await self.api.access_token()
-        async with websockets.connect(
-            websocket_url(self.api.url),
-            additional_headers={"Authorization": f"Bearer {token}"},
-            open_timeout=10,
-            proxy=None,
-        ) as socket:
-            await self._subscribe(socket)
-            async for raw in socket:
-                message = json.loads(raw)
-                kind = message.get("type")
-                if kind == "subscribed":
-                    self.subscribed = True
-                elif kind == "event":
-                    event = message["event"]
-                    if event["seq"] <= self.progress.last_seq:
-                        continue
-                    self.progress.last_seq = event["seq"]
-                    self.console.print(self.progress.apply(event), markup=False)
-                    if self.live is not None:
-                        self.live.update(self.progress.view())
-                    if self.progress.finished(event):
-                        return True
-                elif kind == "lagged":
-                    self.note(f"fell behind; resuming after #{message['last_seq']}")
-                    self.progress.last_seq = int(message["last_seq"])
-                    await self._subscribe(socket)
-                elif kind == "error":
-                    raise CliError(message.get("message", "refused"), message.get("code"))
-        return False
-
-    async def _subscribe(self, socket: Any) -> None:
-        await socket.send(
-            json.dumps(
-                {"type": "subscribe", "task_id": self.task_id, "after": self.progress.last_seq}
-            )
-        )
+    def show(self, event: Event) -> None:
+        data = event.model_dump(mode="json")
+        self.progress.last_seq = event.seq
+        if self.as_json:
+            print(json.dumps(data, separators=(",", ":")), flush=True)
+            return
+        self.console.print(self.progress.apply(data), markup=False)
+        if self.live is not None:
+            self.live.update(self.progress.view())
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -699,15 +696,9 @@ def _one_line(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _short_time(value: str) -> str:
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
-    return value
-
-
-def _usage_line(usage: dict[str, Any]) -> str:
+def _usage_line(usage: Usage) -> str:
     return (
-        f"usage: {usage['requests']} requests · {usage['input_tokens']}+"
-        f"{usage['output_tokens']} tokens · {usage['tool_calls']} tool calls · "
-        f"${usage['cost_usd']:.4f}"
+        f"usage: {usage.requests} requests · {usage.input_tokens}+"
+        f"{usage.output_tokens} tokens · {usage.tool_calls} tool calls · "
+        f"${usage.cost_usd:.4f}"
     )

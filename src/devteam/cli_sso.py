@@ -9,7 +9,8 @@ listens on 127.0.0.1 on a free port, opens the browser at the provider, and take
 the code from the redirect. PKCE's challenge and the state come from Authlib.
 
 The tokens are the provider's: the access token is sent to the service as it is,
-and renewed with the provider's refresh token at the provider's token endpoint.
+and renewed with the provider's refresh token through the service
+(`POST /api/v1/auth/oidc/refresh`), which trades it at the provider.
 """
 
 from __future__ import annotations
@@ -48,15 +49,6 @@ class Provider:
     device_authorization_endpoint: str | None
     token_type: str = "access_token"
     """Which token the service takes as the bearer (`access_token` or `id_token`)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "issuer": self.issuer,
-            "client_id": self.client_id,
-            "audience": self.audience,
-            "token_endpoint": self.token_endpoint,
-            "token_type": self.token_type,
-        }
 
 
 async def discover(http: httpx.AsyncClient, service_url: str) -> Provider:
@@ -209,24 +201,6 @@ async def code_flow(
                 "client_id": provider.client_id,
                 "code_verifier": verifier,
                 "resource": provider.audience,
-            },
-        )
-    )
-
-
-async def refresh(
-    http: httpx.AsyncClient, provider: dict[str, Any], refresh_token: str
-) -> dict[str, Any]:
-    """New tokens from the provider's refresh token (`provider` as `Provider.as_dict`)."""
-    return _tokens(
-        await _post_form(
-            http,
-            str(provider["token_endpoint"]),
-            {
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token,
-                "client_id": str(provider["client_id"]),
-                "resource": str(provider["audience"]),
             },
         )
     )

@@ -82,6 +82,10 @@ def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
+        if not sys.stdin.isatty():
+            from devteam.cli import fail
+
+            fail("no terminal to ask for the password: use --password-stdin")
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
 

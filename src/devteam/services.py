@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-
-from pydantic_ai.models import Model
+from typing import TYPE_CHECKING
 
 from devteam.agents.llm import LanguageModels
 from devteam.agents.registry import build_agents, build_workspaces
@@ -26,6 +25,9 @@ from devteam.security import Security
 from devteam.settings import AppConfig, Settings
 from devteam.storage import Database, Store
 from devteam.storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 
 @dataclass

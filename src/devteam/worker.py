@@ -12,6 +12,7 @@ import uvicorn
 from devteam.app import create_worker_app, start_webhook_dispatcher
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.observability import tracing
 from devteam.observability.logging import get_logger
 from devteam.services import open_services
 from devteam.settings import AppConfig, Settings
@@ -39,6 +40,7 @@ async def run_worker(
     agents: Mapping[AgentType, Agent] | None = None,
 ) -> None:
     """Run agent work until SIGTERM/SIGINT; then stop taking work and hand back the rest."""
+    tracing.configure("devteam-worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,3 +75,4 @@ async def run_worker(
             server.should_exit = True
             await serving
     log.info("worker stopped")
+    tracing.shutdown()

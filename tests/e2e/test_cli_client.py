@@ -24,6 +24,7 @@ from tests.auth import PASSWORD, add_user, security_config
 from tests.fakes.agents import ScriptBook, Step
 from tests.live import LiveServer
 from tests.processes import clean_env
+from tests.proxy import Proxy
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,8 @@ class Cli:
 
     def env(self) -> dict[str, str]:
         env = clean_env(HOME=str(self.home), DEVTEAM_URL=self.url, COLUMNS="200")
+        if not self.url:
+            env.pop("DEVTEAM_URL")
         env.pop("XDG_CONFIG_HOME", None)
         return env
 
@@ -101,6 +104,10 @@ class Team:
 
 @pytest.fixture
 def team() -> Team:
+    return make_team()
+
+
+def make_team() -> Team:
     gate = asyncio.Event()
     return Team(
         ok=ScriptBook().on("*", Step(progress=["reading the code", "writing"], tool_calls=2)),
@@ -201,58 +208,6 @@ async def test_a_cancelled_task_ends_watch_with_exit_code_3(
     assert "task.cancelled" in out.decode()
 
 
-class Proxy:
-    """A TCP proxy in front of the server whose open connections the test can cut."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.pipes: set[asyncio.Task[None]] = set()
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Proxy:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        self.cut()
-        await asyncio.gather(*self.pipes, return_exceptions=True)
-        await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    def cut(self) -> None:
-        for writer in self.writers:
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(
-            "127.0.0.1", self.target_port
-        )
-        self.writers += [writer, upstream_writer]
-        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self.pipes.add(task)
-            task.add_done_callback(self.pipes.discard)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            sink.transport.abort()
-
-
 async def test_watch_resumes_after_a_dropped_connection(
     make_live_server: Callable[..., Any], team: Team, tmp_path: Path
 ) -> None:
@@ -310,3 +265,41 @@ async def test_tokens_are_renewed_and_a_session_can_end(
     assert logged_out.code == 4
     assert "not logged in" in logged_out.stderr
     assert not cli.credentials.exists()
+
+
+async def test_login_again_watch_as_ndjson_and_a_readable_result(
+    make_live_server: Callable[..., Any], team: Team, tmp_path: Path
+) -> None:
+    async with live(make_live_server, team) as server:
+        user = await add_user(server.app, Role.DEVELOPER)
+        cli = Cli(tmp_path, server.url)
+        first = await cli.run(
+            "login", "--url", server.url, "--username", user.username, "--password-stdin",
+            stdin=PASSWORD,
+        )  # fmt: skip
+        # No --url and no DEVTEAM_URL: the service logged in to last, as the help says.
+        cli.url = ""
+        again = await cli.run(
+            "login", "--username", user.username, "--password-stdin", stdin=PASSWORD
+        )
+        no_terminal = await cli.run("login", "--username", user.username, stdin="")
+        submitted = await cli.run(
+            "submit", "Add a health endpoint to the service", "--agent", "backend", "--json"
+        )
+        task_id = json.loads(submitted.stdout)["id"]
+        watched = await cli.run("watch", task_id, "--json")
+        shown = await cli.run("tasks", "show", task_id)
+
+    assert first.code == again.code == 0, first.stderr + again.stderr
+    assert again.stdout == f"logged in to {server.url} as {user.username} (developer)\n"
+    assert no_terminal.code == 2
+    assert (
+        no_terminal.stderr == "devteam: no terminal to ask for the password: use --password-stdin\n"
+    )
+    assert watched.code == 0, watched.stderr
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "task.completed" and events[-1]["task_id"] == task_id
+    assert shown.code == 0, shown.stderr
+    assert "result: root done" in shown.stdout
+    assert "Echo:\n  key: root\n  attempt: 1\n" in shown.stdout

@@ -83,12 +83,12 @@ async def test_device_code_sign_in_then_commands_renew_at_the_provider(
         assert f"as ada (developer) through {idp.issuer}" in out
 
         stored = json.loads(cli.credentials.read_text())
-        assert stored["provider"]["issuer"] == idp.issuer
+        assert stored["sso"] is True
         assert stored["refresh_token"]
         listed = await cli.run("tasks", "list")
         assert listed.code == 0, listed.stderr
 
-        # An expired access token is renewed at the provider, not at the service.
+        # An expired access token is renewed with the provider's refresh token.
         stored["expires_at"] = 0
         cli.credentials.write_text(json.dumps(stored))
         again = await cli.run("tasks", "list")

@@ -41,12 +41,24 @@ def test_create_and_list_users(tmp_path: Path) -> None:
     assert created.stdout.startswith("created user admin with role admin (id ")
     assert PASSWORD not in created.stdout + created.stderr
 
+    # Without a terminal there is nobody to prompt: the command says what to do instead.
     prompted = run(
         tmp_path,
         "users", "create", "--username", "viewer1", "--role", "viewer",
         stdin=f"{PASSWORD}\n{PASSWORD}\n",
     )  # fmt: skip
-    assert prompted.returncode == 0, prompted.stderr
+    assert prompted.returncode == 2
+    assert prompted.stderr == (
+        "devteam: no terminal to ask for the password: use --password-stdin\n"
+    )
+    viewer = run(
+        tmp_path,
+        "users", "create", "--username", "viewer1", "--role", "viewer", "--password-stdin",
+        stdin=f"{PASSWORD}\n",
+    )  # fmt: skip
+    assert viewer.returncode == 0, viewer.stderr
+    # Neither migration nor audit lines: a command prints what it did, and -v shows more.
+    assert created.stderr == viewer.stderr == ""
 
     listed = run(tmp_path, "users", "list")
     assert listed.returncode == 0, listed.stderr

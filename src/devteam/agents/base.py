@@ -20,19 +20,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
-from pydantic_ai import Agent as LlmAgent
-from pydantic_ai import UsageLimits
-from pydantic_ai.exceptions import (
-    ModelAPIError,
-    ModelAuthenticationError,
-    ModelNotFoundError,
-    UnexpectedModelBehavior,
-    UsageLimitExceeded,
-)
-from pydantic_ai.toolsets import AbstractToolset
 
 from devteam.agents.llm import LanguageModels
 from devteam.agents.metering import UsageMeter
@@ -46,6 +36,14 @@ from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 from devteam.mcp.manager import McpManager
 from devteam.settings.agents import AgentsConfig
 from devteam.settings.team_leader import TeamLeaderConfig
+
+if TYPE_CHECKING:
+    from pydantic_ai import UsageLimits
+    from pydantic_ai.exceptions import UsageLimitExceeded
+    from pydantic_ai.toolsets import AbstractToolset
+
+# pydantic-ai (the LLM stack) is imported by `ask()`, when an agent uses the LLM: a
+# service with no LLM configured starts without it.
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -144,6 +142,15 @@ class BaseAgent(ABC, Generic[OutputT]):
         toolsets: Sequence[AbstractToolset[Any]] = (),
     ) -> AnswerT:
         """One run of the LLM with this agent's prompt, tools and limits; its typed answer."""
+        from pydantic_ai import Agent as LlmAgent
+        from pydantic_ai.exceptions import (
+            ModelAPIError,
+            ModelAuthenticationError,
+            ModelNotFoundError,
+            UnexpectedModelBehavior,
+            UsageLimitExceeded,
+        )
+
         attempt.prompt = self.kit.prompts.load(self.prompt_name)
         model = self.kit.llm.for_run(self.agent_type, attempt.meter)
         if model is None:
@@ -178,6 +185,8 @@ class BaseAgent(ABC, Generic[OutputT]):
         return result.output
 
     def _usage_limits(self, spec: TaskSpec) -> UsageLimits:
+        from pydantic_ai import UsageLimits
+
         own = self.kit.config.limits_for(self.agent_type)
         return UsageLimits(
             request_limit=own.max_requests,

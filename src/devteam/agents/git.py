@@ -99,6 +99,36 @@ async def git(
     return stdout.decode(errors="replace")
 
 
+async def clone(
+    url: str,
+    destination: Path,
+    *options: str,
+    protocols: Iterable[str],
+    ssh_command: str | None = None,
+) -> None:
+    """`git clone options... -- url destination`, in the hardened environment, allowing
+    only `protocols`; `GitError` when it fails. Submodules are never cloned."""
+    args = ("clone", "--quiet", "--no-recurse-submodules", *options, "--", url, str(destination))
+    process = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=destination.parent,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=process_environment(protocols=protocols, ssh_command=ssh_command),
+    )
+    try:
+        _, stderr = await process.communicate()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    if process.returncode != 0:
+        raise GitError(args, process.returncode or 0, stderr.decode(errors="replace"))
+
+
 async def succeeds(repo: Repository, *args: str) -> bool:
     """Whether `git args...` on `repo` exits 0."""
     process = await asyncio.create_subprocess_exec(

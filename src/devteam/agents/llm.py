@@ -25,17 +25,21 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from limits.aio.storage import Storage
-from pydantic_ai.models import Model, infer_model
-from pydantic_ai.providers import infer_provider_class
 
-from devteam.agents.metering import MeteredModel, Pricing, UsageMeter
-from devteam.agents.ratelimit import ProviderRateLimit, RateLimitedModel
-from devteam.agents.retrying import RetryingModel
+from devteam.agents.metering import Pricing, UsageMeter
+from devteam.agents.ratelimit import ProviderRateLimit
 from devteam.domain.errors import ConfigError
 from devteam.settings import Settings
 from devteam.settings.agents import PLANNER, AgentsConfig
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
+# pydantic-ai is imported where a model is built or wrapped: with no LLM configured,
+# the service starts without loading the LLM stack.
 
 OPENAI_STYLE = ("openai-chat", "openai")
 NO_KEY = "not-needed"
@@ -70,6 +74,8 @@ def check_model(model: str, *, base_url: str | None, api_key: str | None) -> Non
             )
     else:
         try:
+            from pydantic_ai.providers import infer_provider_class
+
             infer_provider_class(provider)
         except ValueError:
             raise ModelSetupError(f"unknown model provider {provider!r}") from None
@@ -117,6 +123,8 @@ def build_model(
             anthropic_client.close,
         )
     try:
+        from pydantic_ai.models import infer_model
+
         return infer_model(model), None
     except Exception as exc:
         raise ModelSetupError(str(exc).splitlines()[0]) from None
@@ -208,6 +216,10 @@ class LanguageModels:
         name = self.model_name(role)
         if name is None:
             return None
+        from devteam.agents.metered_model import MeteredModel
+        from devteam.agents.ratelimited_model import RateLimitedModel
+        from devteam.agents.retrying import RetryingModel
+
         model: Model = MeteredModel(
             self._models[name], label=name, agent=role, pricing=self.pricing, meter=meter
         )

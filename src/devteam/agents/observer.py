@@ -15,7 +15,7 @@ from typing import Any
 from devteam.agents.metering import UsageMeter
 from devteam.domain.agents import AgentContext
 from devteam.domain.tasks import Usage
-from devteam.mcp.toolset import ToolCall, ToolCallObserver, ToolCallRecord
+from devteam.mcp.toolcalls import ToolCall, ToolCallObserver, ToolCallRecord
 
 MAX_SHOWN_ARGUMENT = 200
 """Arguments longer than this (file contents, patches) are left out of events."""

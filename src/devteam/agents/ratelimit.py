@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
-from pydantic_ai.models.wrapper import WrapperModel
-from pydantic_ai.settings import ModelSettings
-from pydantic_ai.tools import RunContext
 
 from devteam.observability import metrics
+
+# `RateLimitedModel` (a pydantic-ai model wrapper) lives in ratelimited_model.py, so the
+# LLM stack loads only when a model is used; it is still reachable here.
 
 MIN_WAIT_S = 0.01
 
@@ -51,30 +47,9 @@ class ProviderRateLimit:
         return time.monotonic() - started
 
 
-class RateLimitedModel(WrapperModel):
-    def __init__(self, wrapped: Model, limit: ProviderRateLimit) -> None:
-        super().__init__(wrapped)
-        self.limit = limit
+def __getattr__(name: str) -> Any:
+    if name == "RateLimitedModel":
+        from devteam.agents.ratelimited_model import RateLimitedModel
 
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        await self.limit.acquire()
-        return await self.wrapped.request(messages, model_settings, model_request_parameters)
-
-    @asynccontextmanager
-    async def request_stream(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-        run_context: RunContext[Any] | None = None,
-    ) -> AsyncGenerator[StreamedResponse]:
-        await self.limit.acquire()
-        async with self.wrapped.request_stream(
-            messages, model_settings, model_request_parameters, run_context
-        ) as stream:
-            yield stream
+        return RateLimitedModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,14 +8,15 @@ report says so: confidence `low`, and an open question to check the findings.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic_ai.toolsets import AbstractToolset
+from typing import TYPE_CHECKING, Any
 
 from devteam.agents.base import Attempt, BaseAgent
 from devteam.agents.briefing import briefing
 from devteam.agents.models import ResearchReport
 from devteam.domain.enums import AgentType
+
+if TYPE_CHECKING:
+    from pydantic_ai.toolsets import AbstractToolset
 
 NO_TOOLS = (
     "## Tools\nNo research tool can be reached right now. Answer from what you know, "

@@ -54,3 +54,5 @@ class Event(BaseModel):
     """Details of the event; their keys depend on `type`."""
     ts: datetime
     """When it was recorded."""
+    trace_id: str | None = None
+    """The OpenTelemetry trace of the task (32 hex digits), when tracing is on."""

@@ -27,6 +27,8 @@ class Permission(StrEnum):
     USERS_READ_ANY = "users:read:any"
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
+    PROJECTS_READ = "projects:read"
+    PROJECTS_MANAGE = "projects:manage"
 
 
 ALL_PERMISSIONS = "*"

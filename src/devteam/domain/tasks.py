@@ -313,6 +313,9 @@ class Task(BaseModel):
     not_before: datetime | None = None
     queued_at: datetime | None = None
     deadline_at: datetime | None = None
+    trace_parent: str | None = None
+    """W3C `traceparent` of the submission (OpenTelemetry), when tracing is on: the
+    task's events carry its trace id, and its work continues its trace."""
 
     @property
     def is_root(self) -> bool:

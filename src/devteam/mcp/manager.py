@@ -59,6 +59,7 @@ from devteam.mcp.instrumented import (
 from devteam.mcp.registry import McpRegistry, ServerSpec
 from devteam.mcp.retry import RetryingCaller
 from devteam.mcp.throttle import RateLimit, ThrottledCaller
+from devteam.observability import tracing as otel
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import (
     MCP_CACHE,
@@ -253,6 +254,21 @@ class McpManager:
     # -- calls -------------------------------------------------------------
 
     async def call(
+        self,
+        server: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        scope: TaskScope | None = None,
+    ) -> ToolResult:
+        """Call `tool` on `server`, or on a fallback when `server` cannot answer.
+
+        Each call is a span (`mcp <server>.<tool>`) when tracing is on.
+        """
+        with otel.span(f"mcp {server}.{tool}", mcp_server=server, mcp_tool=tool):
+            return await self._call(server, tool, arguments, scope=scope)
+
+    async def _call(
         self,
         server: str,
         tool: str,

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from mcp_types import CallToolResult, ImageContent, TextContent, Tool
 from pydantic_ai import RunContext
@@ -41,65 +40,33 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
 from devteam.domain.enums import AgentType
-from devteam.mcp.cache import canonical_arguments
 from devteam.mcp.errors import CircuitOpen, ToolCallFailed, ToolUnavailable
 from devteam.mcp.registry import ToolGrant
+from devteam.mcp.toolcalls import (
+    Outcome,
+    ToolCall,
+    ToolCallObserver,
+    ToolCallRecord,
+    call_fingerprint,
+)
 
 if TYPE_CHECKING:
     from devteam.mcp.manager import McpManager, TaskScope
 
+__all__ = [
+    "McpToolset",
+    "Outcome",
+    "RoutedTool",
+    "ToolAvailability",
+    "ToolCall",
+    "ToolCallObserver",
+    "ToolCallRecord",
+    "call_fingerprint",
+]
+
 ARGUMENTS_VALIDATOR = SchemaValidator(core_schema.dict_schema(keys_schema=core_schema.str_schema()))
 """The server validates arguments against its own schema; here they only need to be an object."""
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-
-Outcome = Literal["ok", "tool_error", "refused", "unavailable", "circuit_open"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A tool call the model made, about to run."""
-
-    name: str
-    """The tool's name as the model sees it."""
-    server: str
-    tool: str
-    """The tool's name on `server`."""
-    arguments: dict[str, Any]
-    fingerprint: str
-    """Equal for calls of the same tool with equal arguments (for stuck detection)."""
-    tool_call_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """How a tool call ended."""
-
-    call: ToolCall
-    outcome: Outcome
-    """`ok`; `tool_error` (the tool answered with an error); `refused` (the server
-    refused the request, e.g. bad arguments); `unavailable` (no server could answer);
-    `circuit_open` (the server's breaker refused it and no fallback could answer)."""
-    duration_s: float
-    served_by: str | None = None
-    """The server that answered (a fallback when `fallback`)."""
-    fallback: bool = False
-    cached: bool = False
-    attempts: int = 0
-    error: str | None = None
-
-
-class ToolCallObserver:
-    """Sees every tool call of a toolset; override the hooks you need.
-
-    An exception raised by a hook propagates into the agent run: raising from
-    `before_tool_call` stops the call (and the run) before it reaches a server.
-    """
-
-    async def before_tool_call(self, call: ToolCall) -> None:
-        return None
-
-    async def after_tool_call(self, record: ToolCallRecord) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +96,6 @@ class ToolAvailability:
     @property
     def degraded(self) -> bool:
         return bool(self.substituted or self.unavailable)
-
-
-def call_fingerprint(server: str, tool: str, arguments: dict[str, Any]) -> str:
-    text = f"{server}\n{tool}\n{canonical_arguments(arguments)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class McpToolset(AbstractToolset[Any]):

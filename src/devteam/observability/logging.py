@@ -18,6 +18,8 @@ from typing import Any, Literal
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
+from devteam.observability.tracing import add_trace_id
+
 REDACTED = "[redacted]"
 
 # Keys whose values are secret whatever they hold.
@@ -99,6 +101,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        add_trace_id,
         drop_color_message,
         redact_secrets,
     ]

@@ -29,7 +29,7 @@ from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
 from devteam.domain.errors import ErrorCode
 from devteam.domain.events import EventType, NewEvent
 from devteam.domain.tasks import Task, TaskResult, Usage
-from devteam.observability import metrics
+from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger, log_context
 from devteam.orchestration.clock import Clock
 from devteam.orchestration.committer import GroupCommitter
@@ -378,6 +378,20 @@ class Executor:
     # -- attempts --------------------------------------------------------------------
 
     async def _attempt(self, running: _Running, task: Task, tree: Tree) -> None:
+        agent_type = task.agent_type.value if task.agent_type else "none"
+        with (
+            tracing.continued(running.item.traceparent or task.trace_parent),
+            tracing.span(
+                f"agent {agent_type}",
+                devteam_task_id=str(task.id),
+                devteam_root_id=str(task.root_id),
+                devteam_agent_type=agent_type,
+                devteam_attempt=task.attempt,
+            ),
+        ):
+            await self._run_attempt(running, task, tree)
+
+    async def _run_attempt(self, running: _Running, task: Task, tree: Tree) -> None:
         config = self.config()
         now = self.clock.now()
         agent = self.agents.get(task.agent_type) if task.agent_type else None
@@ -546,7 +560,11 @@ class Executor:
                     )
                 )
                 try:
-                    outcome = self.planner.plan_now(root, config)
+                    with (
+                        tracing.continued(item.traceparent or root.trace_parent),
+                        tracing.span("team_leader.plan", devteam_task_id=str(root.id)),
+                    ):
+                        outcome = self.planner.plan_now(root, config)
                 except PlanningFailed as exc:
                     planned_now.add(root.id)
                     requests.append(self._planning_failed(root, exc))
@@ -579,7 +597,11 @@ class Executor:
         running = _Running(item, message)
         self._running[item.task_id] = running
         running.runner = asyncio.current_task()
-        with log_context(task_id=str(root.id), agent="team_leader"):
+        with (
+            tracing.continued(item.traceparent or root.trace_parent),
+            tracing.span("team_leader.plan", devteam_task_id=str(root.id), llm=True),
+            log_context(task_id=str(root.id), agent="team_leader"),
+        ):
             try:
                 outcome = await self.planner.plan(root, config)
             except asyncio.CancelledError:

@@ -15,12 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
-from pydantic_ai import Agent, ModelRetry, RunContext, UsageLimits
-from pydantic_ai.exceptions import AgentRunError, UnexpectedModelBehavior
-from pydantic_ai.models import Model
 
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import ErrorCode
@@ -32,6 +29,14 @@ from devteam.domain.tasks import (
 )
 from devteam.orchestration.rules.planning import plan_violations
 from devteam.settings.team_leader import TeamLeaderConfig, TemplateStep
+
+if TYPE_CHECKING:
+    from pydantic_ai import RunContext
+    from pydantic_ai.models import Model
+
+# pydantic-ai is imported when the planner asks an LLM: with none configured, the
+# service starts without loading the LLM stack.
+
 
 PlanSource = Literal["explicit", "direct", "template", "llm"]
 
@@ -168,6 +173,9 @@ class Planner:
     async def _plan_with_llm(
         self, root: Task, config: TeamLeaderConfig, model: Model
     ) -> PlanOutcome:
+        from pydantic_ai import Agent, ModelRetry, UsageLimits
+        from pydantic_ai.exceptions import AgentRunError, UnexpectedModelBehavior
+
         agent: Agent[_PlannerDeps, Plan] = Agent(
             model,
             output_type=Plan,
@@ -257,6 +265,7 @@ def build_subtasks(root: Task, plan: Sequence[SubtaskRequest], now: Any) -> list
             result=None,
             error=None,
             usage=Usage(),
+            trace_parent=root.trace_parent,
         )
         for i, step in enumerate(plan)
     ]

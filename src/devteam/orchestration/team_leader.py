@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic_ai.models import Model
 from sqlalchemy.exc import IntegrityError
 
 from devteam.broker.protocol import Broker, Subscription
@@ -29,7 +28,7 @@ from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFai
 from devteam.domain.events import EventType, NewEvent
 from devteam.domain.tasks import Budget, Task, TaskRequest, Usage
 from devteam.domain.users import User
-from devteam.observability import metrics
+from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock, SystemClock
 from devteam.orchestration.engine import Engine, TransitionResult
@@ -42,6 +41,9 @@ from devteam.orchestration.work import CONTROL_CHANNEL, BrokerEffects, encode_co
 from devteam.settings import load_yaml_model
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store, UnitOfWork
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
 
 log = get_logger(__name__)
 
@@ -268,7 +270,8 @@ class TeamLeader:
         self.check(request)
         digest = request_hash(request)
         try:
-            return await self._submit(request, user, idempotency_key, digest, within)
+            with tracing.span("team_leader.submit", task_type=request.task_type):
+                return await self._submit(request, user, idempotency_key, digest, within)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -369,6 +372,7 @@ class TeamLeader:
             error=None,
             usage=Usage(),
             deadline_at=now + timedelta(seconds=budget.timeout_s or config.timeouts.task_s),
+            trace_parent=tracing.current_traceparent(),
         )
 
     async def _get(self, task_id: uuid.UUID) -> Task:

@@ -19,6 +19,7 @@ from uuid import UUID
 from devteam.broker.protocol import Broker
 from devteam.domain.events import Event
 from devteam.domain.tasks import Task
+from devteam.observability import tracing
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock
 from devteam.orchestration.rules.base import Outbox
@@ -51,29 +52,40 @@ class WorkItem:
     root_id: UUID
     attempt: int
     priority: int
+    traceparent: str | None = None
+    """W3C trace context of whoever queued the work, so the trace crosses the queue."""
 
     @classmethod
     def for_task(cls, task: Task) -> WorkItem:
         kind: Literal["plan", "run"] = (
             "plan" if task.parent_id is None and task.status == "pending" else "run"
         )
-        return cls(kind, task.id, task.root_id, task.attempt, task.priority)
+        traceparent = tracing.current_traceparent() or task.trace_parent
+        return cls(kind, task.id, task.root_id, task.attempt, task.priority, traceparent)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "k": self.kind,
-                "t": str(self.task_id),
-                "r": str(self.root_id),
-                "a": self.attempt,
-                "p": self.priority,
-            }
-        ).encode()
+        data: dict[str, Any] = {
+            "k": self.kind,
+            "t": str(self.task_id),
+            "r": str(self.root_id),
+            "a": self.attempt,
+            "p": self.priority,
+        }
+        if self.traceparent:
+            data["tp"] = self.traceparent
+        return json.dumps(data).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> WorkItem:
         data = json.loads(raw)
-        return cls(data["k"], UUID(data["t"]), UUID(data["r"]), int(data["a"]), int(data["p"]))
+        return cls(
+            data["k"],
+            UUID(data["t"]),
+            UUID(data["r"]),
+            int(data["a"]),
+            int(data["p"]),
+            data.get("tp"),
+        )
 
 
 def encode_events(events: list[Event]) -> bytes:

@@ -37,6 +37,9 @@ class AuditAction(StrEnum):
     TASK_APPROVE = "task.approve"
     RULES_RELOAD = "rules.reload"
     WORKSPACE_TAMPERED = "workspace.tampered"
+    PROJECT_ADD = "project.add"
+    PROJECT_REFRESH = "project.refresh"
+    PROJECT_REMOVE = "project.remove"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from devteam.domain.errors import ConfigError
 from devteam.settings.agents import AgentsConfig
 from devteam.settings.mcp_servers import McpServersConfig
+from devteam.settings.projects import ProjectsConfig
 from devteam.settings.security import SecurityConfig
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.settings.verification import SandboxConfig, VerificationConfig
@@ -236,6 +237,7 @@ class AppConfig(BaseModel):
     security: SecurityConfig = SecurityConfig()
     agents: AgentsConfig = AgentsConfig()
     verification: VerificationConfig = VerificationConfig()
+    projects: ProjectsConfig = ProjectsConfig()
 
 
 CONFIG_FILES: dict[str, type[BaseModel]] = {
@@ -244,6 +246,7 @@ CONFIG_FILES: dict[str, type[BaseModel]] = {
     "security": SecurityConfig,
     "agents": AgentsConfig,
     "verification": VerificationConfig,
+    "projects": ProjectsConfig,
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -270,11 +273,23 @@ def _first_error(exc: ValidationError, *, env: bool = False) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read `Settings` from the environment, `.env` and explicit overrides."""
+    """Read `Settings` from the environment, `.env` and explicit overrides.
+
+    A config or prompts folder that was given must exist; the defaults (`config`,
+    `system_prompts`) fall back to the folders shipped with the package when the
+    working folder has none.
+    """
+    from devteam.settings.defaults import FOLDERS, resolve_folders
+
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"environment: {_first_error(exc, env=True)}") from None
+    values = {name: getattr(settings, name) for name in FOLDERS}
+    folders = resolve_folders(values, given=set(settings.model_fields_set))
+    if folders != values:
+        settings = settings.model_copy(update=folders)
+    return settings
 
 
 def load_yaml_model(path: Path, model: type[M]) -> M:

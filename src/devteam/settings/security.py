@@ -203,6 +203,8 @@ class SecurityConfig(ConfigModel):
                 "rules:manage",
                 "agents:read",
                 "users:read:own",
+                "projects:read",
+                "projects:manage",
             ],
             Role.DEVELOPER: [
                 "tasks:create",
@@ -211,8 +213,9 @@ class SecurityConfig(ConfigModel):
                 "tasks:approve:own",
                 "agents:read",
                 "users:read:own",
+                "projects:read",
             ],
-            Role.VIEWER: ["tasks:read:own", "agents:read", "users:read:own"],
+            Role.VIEWER: ["tasks:read:own", "agents:read", "users:read:own", "projects:read"],
         }
     )
     """Role -> permissions; `*` grants every permission. A role left out has none."""

@@ -13,6 +13,7 @@ from devteam.storage.database import Database
 from devteam.storage.repositories.audit import AuditRepository
 from devteam.storage.repositories.events import EventRepository
 from devteam.storage.repositories.idempotency import IdempotencyRepository
+from devteam.storage.repositories.projects import ProjectRepository
 from devteam.storage.repositories.tasks import TaskRepository
 from devteam.storage.repositories.tokens import RefreshTokenRepository
 from devteam.storage.repositories.users import UserRepository
@@ -55,6 +56,10 @@ class UnitOfWork:
     @cached_property
     def webhooks(self) -> WebhookRepository:
         return WebhookRepository(self.conn)
+
+    @cached_property
+    def projects(self) -> ProjectRepository:
+        return ProjectRepository(self.conn)
 
 
 class Store:

@@ -103,6 +103,7 @@ tasks = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("trace_parent", sa.String(64), nullable=True),
     # Root tasks of one user, newest first (GET /tasks for a developer); scanned backwards.
     sa.Index(
         "ix_tasks_roots_by_owner",
@@ -152,8 +153,23 @@ events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("data", JSONType, nullable=False),
     sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=True),
     # One sequence per root task; also the index of replay (`seq > after`).
     sa.UniqueConstraint("task_id", "seq"),
+)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("git_url", sa.String(2048), nullable=False),
+    sa.Column("default_branch", sa.String(255), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_by", sa.Uuid, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("refreshed_at", UTCDateTime, nullable=True),
 )
 
 audit_log = sa.Table(

@@ -76,6 +76,11 @@ MATRIX: list[tuple[str, str, str, int, int, int, int, int]] = [
     ("GET",   "/api/v1/agents",             "-",       200,  200,     200,      200,   401),
     ("GET",   "/api/v1/team-leader/rules",  "-",       200,  200,     403,      403,   401),
     ("POST",  "/api/v1/team-leader/rules/reload", "-", 200,  200,     403,      403,   401),
+    ("GET",   "/api/v1/projects",           "-",       200,  200,     200,      200,   401),
+    ("POST",  "/api/v1/projects",           "-",       202,  202,     403,      403,   401),
+    ("GET",   "/api/v1/projects/nowhere",   "-",       404,  404,     404,      404,   401),
+    ("POST",  "/api/v1/projects/nowhere/refresh", "-", 404,  404,     403,      403,   401),
+    ("DELETE", "/api/v1/projects/nowhere",  "-",       404,  404,     403,      403,   401),
     # Last: it ends the caller's session.
     ("POST",  "/api/v1/auth/logout",        "-",       204,  204,     204,      204,   401),
 ]
@@ -97,6 +102,9 @@ def body_for(method: str, path: str, caller_role: str) -> dict[str, Any] | None:
         return {"task": "Add a health endpoint to the service", "complexity": 3}
     if path.endswith("/approve"):
         return {"approved": True}
+    if (method, path) == ("POST", "/api/v1/projects"):
+        # Nothing answers there: the clone fails in the background, after the 202.
+        return {"name": "shop", "git_url": "git://127.0.0.1:9/shop.git"}
     return None
 
 

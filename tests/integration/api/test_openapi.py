@@ -236,7 +236,8 @@ async def test_the_contract_in_the_repository_covers_every_route(
         f"{method.upper()} {path}"
         for path, operations in spec["paths"].items()
         for method in operations
-        if f"{method.upper()} {re.sub(r'{[a-z_]+}', '{id}', path)}" not in contract
+        if f"{method.upper()} {path}" not in contract
+        and f"{method.upper()} {re.sub(r'{[a-z_]+}', '{id}', path)}" not in contract
     ]
     assert not undescribed, undescribed
     # It stands on its own: no pointer to documents outside the repository.

@@ -25,7 +25,7 @@ TASK_KEYS = {
 }  # fmt: skip
 EXTRA_KEYS = {"key", "require_approval", "budget"}
 USAGE_KEYS = {"requests", "input_tokens", "output_tokens", "tool_calls", "cost_usd"}
-EVENT_KEYS = {"id", "task_id", "subtask_id", "seq", "type", "data", "ts"}
+EVENT_KEYS = {"id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id"}
 
 PLAN = [
     {"key": "look", "agent_type": "research", "task": "Research the options", "complexity": 1},

@@ -59,6 +59,8 @@ def test_roles_of_api_md(permissions: RolePermissions) -> None:
     } <= operator
     assert Permission.USERS_MANAGE not in operator
     assert Permission.AUDIT_READ not in operator
+    assert Permission.PROJECTS_MANAGE in operator
+    assert Permission.PROJECTS_MANAGE not in permissions.of(Role.DEVELOPER)
     developer = permissions.of(Role.DEVELOPER)
     assert {
         Permission.TASKS_CREATE,
@@ -71,6 +73,7 @@ def test_roles_of_api_md(permissions: RolePermissions) -> None:
         Permission.TASKS_READ_OWN,
         Permission.AGENTS_READ,
         Permission.USERS_READ_OWN,
+        Permission.PROJECTS_READ,
     }
 
 

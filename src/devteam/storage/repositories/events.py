@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
+from devteam.observability.tracing import trace_id_of
 from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import events as events_table
 from devteam.storage.tables import tasks
@@ -37,9 +38,13 @@ class EventRepository(Repository):
             sa.update(tasks)
             .where(tasks.c.id.in_(list(counts)))
             .values(event_seq=tasks.c.event_seq + increment)
-            .returning(tasks.c.id, tasks.c.event_seq)
+            .returning(tasks.c.id, tasks.c.event_seq, tasks.c.trace_parent)
         )
-        last = {row.id: row.event_seq for row in rows}
+        last: dict[UUID, int] = {}
+        traces: dict[UUID, str | None] = {}
+        for row in rows:
+            last[row.id] = row.event_seq
+            traces[row.id] = trace_id_of(row.trace_parent)
         if missing := [root for root in counts if root not in last]:
             raise NotFound(f"task {missing[0]} does not exist")
         now = utcnow()
@@ -58,6 +63,7 @@ class EventRepository(Repository):
                     type=item.type,
                     data=item.data,
                     ts=now,
+                    trace_id=traces[root],
                 )
                 for i, item in enumerate(items)
             ]
@@ -71,6 +77,7 @@ class EventRepository(Repository):
                     "type": e.type.value,
                     "data": e.data,
                     "ts": now,
+                    "trace_id": traces[root],
                 }
                 for e in events
             ]

@@ -62,6 +62,7 @@ def task_from_row(row: RowMapping | Mapping[str, Any]) -> Task:
         not_before=row["not_before"],
         queued_at=row["queued_at"],
         deadline_at=row["deadline_at"],
+        trace_parent=row.get("trace_parent"),
     )
 
 
@@ -105,6 +106,7 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "updated_at": task.updated_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
+        "trace_parent": task.trace_parent,
     }
 
 

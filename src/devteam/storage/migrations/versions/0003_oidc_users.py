@@ -1,7 +1,7 @@
 """single sign-on: users keep their provider's issuer and subject
 
-Revision ID: 0006
-Revises: 0004
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-06 04:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0004"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

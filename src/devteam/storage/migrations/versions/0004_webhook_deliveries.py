@@ -1,7 +1,7 @@
 """webhooks: the task's webhook and the outbox of deliveries
 
-Revision ID: 0002
-Revises: 0006
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06 03:40:00.000000
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import devteam.storage.types
 
-revision: str = "0002"
-down_revision: str | None = "0006"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
