@@ -32,6 +32,7 @@ from pydantic_ai.exceptions import (
     UnexpectedModelBehavior,
     UsageLimitExceeded,
 )
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.toolsets import AbstractToolset
 
 from devteam.agents.llm import LanguageModels
@@ -144,12 +145,25 @@ class BaseAgent(ABC, Generic[OutputT]):
         toolsets: Sequence[AbstractToolset[Any]] = (),
     ) -> AnswerT:
         """One run of the LLM with this agent's prompt, tools and limits; its typed answer."""
+        answer, _ = await self.converse(attempt, output_type, prompt, toolsets)
+        return answer
+
+    async def converse(
+        self,
+        attempt: Attempt,
+        output_type: type[AnswerT],
+        prompt: str,
+        toolsets: Sequence[AbstractToolset[Any]] = (),
+        history: Sequence[ModelMessage] = (),
+    ) -> tuple[AnswerT, list[ModelMessage]]:
+        """Like `ask`, continuing the conversation `history`; the answer and the whole
+        conversation so far. The attempt's budgets and limits count every run of it."""
         attempt.prompt = self.kit.prompts.load(self.prompt_name)
         model = self.kit.llm.for_run(self.agent_type, attempt.meter)
         if model is None:
             raise AgentFailed(ErrorCode.LLM_NOT_CONFIGURED, "no LLM is configured")
         attempt.model = self.kit.llm.model_name(self.agent_type)
-        limits = self._usage_limits(attempt.spec)
+        limits = self._usage_limits(attempt)
         agent: LlmAgent[None, AnswerT] = LlmAgent(
             model,
             output_type=output_type,
@@ -157,7 +171,12 @@ class BaseAgent(ABC, Generic[OutputT]):
             retries=OUTPUT_RETRIES,
         )
         try:
-            result = await agent.run(prompt, usage_limits=limits, toolsets=list(toolsets))
+            result = await agent.run(
+                prompt,
+                usage_limits=limits,
+                toolsets=list(toolsets),
+                message_history=list(history) or None,
+            )
         except StuckDetected as exc:
             raise AgentFailed(ErrorCode.AGENT_STUCK, str(exc)) from None
         except UsageLimitExceeded as exc:
@@ -175,15 +194,21 @@ class BaseAgent(ABC, Generic[OutputT]):
             raise AgentFailed(
                 ErrorCode.LLM_ERROR, f"the model gave no usable answer: {_short(exc.message)}"
             ) from None
-        return result.output
+        return result.output, result.all_messages()
 
-    def _usage_limits(self, spec: TaskSpec) -> UsageLimits:
+    def _usage_limits(self, attempt: Attempt) -> UsageLimits:
+        """What is left of the attempt's budgets and the agent's limits for one more run."""
         own = self.kit.config.limits_for(self.agent_type)
+        spec, used = attempt.spec, attempt.meter.total
+        tokens = None if spec.max_tokens is None else max(spec.max_tokens - used.total_tokens, 1)
+        cost = None
+        if spec.max_cost_usd is not None:
+            cost = Decimal(str(max(spec.max_cost_usd - used.cost_usd, 0.0)))
         return UsageLimits(
-            request_limit=own.max_requests,
-            tool_calls_limit=own.max_tool_calls,
-            total_tokens_limit=spec.max_tokens,
-            cost_limit=None if spec.max_cost_usd is None else Decimal(str(spec.max_cost_usd)),
+            request_limit=max(own.max_requests - used.requests, 1),
+            tool_calls_limit=max(own.max_tool_calls - used.tool_calls, 0),
+            total_tokens_limit=tokens,
+            cost_limit=cost,
         )
 
     def _over_limit(

@@ -6,7 +6,8 @@ A coder never works in that checkout: each attempt gets its own worktree
 `devteam/<task id>`, started from the project's current commit. Its change is
 committed on that branch; the worktree is removed after the attempt and the
 branch stays. A retried attempt starts over: the branch is reset to the new
-base. The user's checked-out branch, index and files are never touched.
+base. A revision after a review continues the earlier change's branch from its
+head (`Resume`). The user's checked-out branch, index and files are never touched.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class ChangeSet:
     head_commit: str | None
     diff: str
     files: list[FileChange]
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """An earlier change that a new attempt continues (after a review asked for changes)."""
+
+    branch: str
+    base_commit: str
 
 
 class Worktree:
@@ -164,17 +173,28 @@ class Workspaces:
         return f"{self.config.branch_prefix}{task_id}"
 
     @asynccontextmanager
-    async def worktree(self, repo: Path, task_id: UUID) -> AsyncIterator[Worktree]:
-        """A fresh worktree of `repo` at its current commit, removed on the way out."""
-        base = await self._base_commit(repo)
+    async def worktree(
+        self, repo: Path, task_id: UUID, *, resume: Resume | None = None
+    ) -> AsyncIterator[Worktree]:
+        """A fresh worktree of `repo` at its current commit, removed on the way out.
+
+        With `resume`, the worktree continues an earlier change instead: it is on
+        that change's branch at the branch's head, and its diff counts from the
+        change's base commit.
+        """
+        if resume is None:
+            base = start = await self._base_commit(repo)
+            branch = self.branch_for(task_id)
+        else:
+            base, branch = resume.base_commit, resume.branch
+            start = await self._branch_head(repo, branch)
         path = (self.worktrees / str(task_id)).resolve()
-        branch = self.branch_for(task_id)
         lock = self._locks.setdefault(repo, asyncio.Lock())
         async with lock:
             await self._remove(repo, path)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                await git(repo, "worktree", "add", "--quiet", "-B", branch, str(path), base)
+                await git(repo, "worktree", "add", "--quiet", "-B", branch, str(path), start)
             except GitError as exc:
                 raise AgentFailed(
                     ErrorCode.AGENT_ERROR, f"cannot create the worktree: {exc.stderr}"
@@ -185,6 +205,34 @@ class Workspaces:
         finally:
             # Shielded: a cancelled attempt still removes its worktree (the branch stays).
             await asyncio.shield(self._remove_locked(repo, path, lock))
+
+    @asynccontextmanager
+    async def snapshot(self, repo: Path, task_id: UUID, commit: str) -> AsyncIterator[Path]:
+        """A read-only look at `commit`: a detached worktree, removed on the way out."""
+        path = (self.worktrees / str(task_id)).resolve()
+        lock = self._locks.setdefault(repo, asyncio.Lock())
+        async with lock:
+            await self._remove(repo, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                await git(repo, "worktree", "add", "--quiet", "--detach", str(path), commit)
+            except GitError as exc:
+                raise AgentFailed(
+                    ErrorCode.AGENT_ERROR, f"cannot check out {commit}: {exc.stderr}"
+                ) from None
+        try:
+            yield path
+        finally:
+            await asyncio.shield(self._remove_locked(repo, path, lock))
+
+    async def _branch_head(self, repo: Path, branch: str) -> str:
+        try:
+            ref = f"refs/heads/{branch}^{{commit}}"
+            return (await git(repo, "rev-parse", "--verify", "--quiet", ref)).strip()
+        except GitError:
+            raise AgentFailed(
+                ErrorCode.VALIDATION_ERROR, f"the branch {branch} to continue does not exist"
+            ) from None
 
     async def _base_commit(self, repo: Path) -> str:
         try:

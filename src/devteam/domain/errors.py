@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     DEPENDENCY_FAILED = "dependency_failed"
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"
+    CHECKS_FAILED = "checks_failed"
+    DELIVERY_FAILED = "delivery_failed"
     # Tool layer.
     CIRCUIT_OPEN = "circuit_open"
     TOOL_ERROR = "tool_error"
