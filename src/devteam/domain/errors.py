@@ -49,6 +49,9 @@ class ErrorCode(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     TOOL_ERROR = "tool_error"
     TOOL_UNAVAILABLE = "tool_unavailable"
+    # Sandbox and project checks.
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    INVALID_PROJECT_CONFIG = "invalid_project_config"
 
 
 class DevTeamError(Exception):
@@ -147,3 +150,18 @@ class ConfigError(DevTeamError):
 
     code = ErrorCode.CONFIG_ERROR
     status_code = 500
+
+
+class SandboxUnavailable(DevTeamError):
+    """Commands cannot run isolated here (bubblewrap missing or unusable), and the
+    operator has not chosen to run them without isolation."""
+
+    code = ErrorCode.SANDBOX_UNAVAILABLE
+    status_code = 503
+
+
+class InvalidProjectConfig(DevTeamError):
+    """A project's `.devteam.yaml` is malformed; the message names the key and the reason."""
+
+    code = ErrorCode.INVALID_PROJECT_CONFIG
+    status_code = 422

@@ -26,14 +26,17 @@ from devteam.settings.agents import AgentsConfig
 from devteam.settings.mcp_servers import McpServersConfig
 from devteam.settings.security import SecurityConfig
 from devteam.settings.team_leader import TeamLeaderConfig
+from devteam.settings.verification import SandboxConfig, VerificationConfig
 
 __all__ = [
     "AgentsConfig",
     "AppConfig",
     "McpServersConfig",
+    "SandboxConfig",
     "SecurityConfig",
     "Settings",
     "TeamLeaderConfig",
+    "VerificationConfig",
     "load_config",
     "load_settings",
 ]
@@ -70,7 +73,8 @@ class Settings(BaseSettings):
     """Prefix of every Redis key and channel, so several deployments can share a server."""
 
     config_dir: Path = Path("config")
-    """Folder holding team_leader.yaml, mcp_servers.yaml, security.yaml and agents.yaml."""
+    """Folder holding team_leader.yaml, mcp_servers.yaml, security.yaml, agents.yaml and
+    verification.yaml."""
     prompts_dir: Path = Path("system_prompts")
     workspaces_root: Path = Path("workspaces")
     """Projects: `project_id` names a git repository in this folder."""
@@ -149,6 +153,7 @@ class AppConfig(BaseModel):
     mcp_servers: McpServersConfig = McpServersConfig()
     security: SecurityConfig = SecurityConfig()
     agents: AgentsConfig = AgentsConfig()
+    verification: VerificationConfig = VerificationConfig()
 
 
 CONFIG_FILES: dict[str, type[BaseModel]] = {
@@ -156,6 +161,7 @@ CONFIG_FILES: dict[str, type[BaseModel]] = {
     "mcp_servers": McpServersConfig,
     "security": SecurityConfig,
     "agents": AgentsConfig,
+    "verification": VerificationConfig,
 }
 
 M = TypeVar("M", bound=BaseModel)
