@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -47,6 +47,7 @@ from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 from devteam.mcp.manager import McpManager
 from devteam.settings.agents import AgentsConfig
 from devteam.settings.team_leader import TeamLeaderConfig
+from devteam.settings.verification import VerificationConfig
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -67,6 +68,8 @@ class AgentKit:
     config: AgentsConfig
     rules: Callable[[], TeamLeaderConfig]
     """The TeamLeader's rules in force (they can be reloaded while running)."""
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    """The sandbox, the coders' fix loop, delivery."""
 
 
 class Attempt:

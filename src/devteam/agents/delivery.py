@@ -136,9 +136,7 @@ class DeliveryAgent(BaseAgent[Delivery]):
             return _not_delivered("there is no code change to deliver", config.remote)
         red = sorted(k for k, c in changes.items() if not c.verified)
         if red:
-            return _not_delivered(
-                f"not pushed: the checks of {', '.join(red)} fail", config.remote
-            )
+            return _not_delivered(f"not pushed: the checks of {', '.join(red)} fail", config.remote)
         review = latest_review(dependencies)
         if review is not None and review.verdict != "approve":
             return _not_delivered(
@@ -187,9 +185,10 @@ class DeliveryAgent(BaseAgent[Delivery]):
                 ErrorCode.DELIVERY_FAILED,
                 f"cannot tell the GitHub repository from the remote {config.remote} ({url!r})",
             )
-        base = config.base_branch or (
-            await git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        ).strip()
+        base = (
+            config.base_branch
+            or (await git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)).strip()
+        )
         if not base:
             raise AgentFailed(
                 ErrorCode.DELIVERY_FAILED,

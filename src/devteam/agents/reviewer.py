@@ -39,7 +39,7 @@ def latest_changes(dependencies: Mapping[str, TaskResult]) -> dict[str, CodeChan
         current = latest.get(change.branch)
         if current is None or change.revision > current[1].revision:
             latest[change.branch] = (key, change)
-    return {key: change for key, change in latest.values()}
+    return dict(latest.values())
 
 
 def render_change(key: str, change: CodeChange, diff_limit: int) -> str:

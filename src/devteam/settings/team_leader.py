@@ -61,6 +61,7 @@ class RetryConfig(ConfigModel):
             "llm_not_configured",
             "agent_unavailable",
             "cancelled",
+            "checks_failed",
         ]
     )
 

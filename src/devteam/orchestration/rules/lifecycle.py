@@ -187,7 +187,7 @@ def gather_results(children: list[Task]) -> dict[str, Any]:
                 "error": child.error.model_dump() if child.error else None,
             }
             for child in children
-        }
+        },
     }
 
 

@@ -86,9 +86,7 @@ class SendRequestedChangesBack(TaskRule):
             subtasks=[{"id": str(t.id), "key": t.key, "agent_type": t.agent_type} for t in new],
         )
 
-    def _decide(
-        self, ctx: TransitionContext, decision: Decision, reason: str, **data: Any
-    ) -> None:
+    def _decide(self, ctx: TransitionContext, decision: Decision, reason: str, **data: Any) -> None:
         ctx.emit(
             EventType.RULE_DECISION,
             rule=self.name,
@@ -107,9 +105,7 @@ class SendRequestedChangesBack(TaskRule):
         if coders:
             return coders
         # A review that names no dependency reviewed every change not revised since.
-        revised = {
-            d for s in siblings if s.metadata.get(REVISION_KEY) for d in s.depends_on
-        }
+        revised = {d for s in siblings if s.metadata.get(REVISION_KEY) for d in s.depends_on}
         return [
             s
             for s in siblings
