@@ -73,6 +73,13 @@ class SendRequestedChangesBack(TaskRule):
         revisions = [self._revision(ctx, coder, review, round_) for coder in coders]
         next_review = self._next_review(ctx, review, revisions, round_ + 1)
         new = [*revisions, next_review]
+        # Created after every existing sibling, in this order: listings by creation time
+        # show the rounds as they happened.
+        latest = max(max(t.created_at for t in ctx.tree.tasks.values()), ctx.now)
+        new = [
+            t.model_copy(update={"created_at": latest + timedelta(microseconds=i + 1)})
+            for i, t in enumerate(new)
+        ]
         await ctx.tx.tasks.insert_many(new)
         for task in new:
             ctx.tree.add(task)
@@ -162,9 +169,6 @@ def _child(
     depends_on: list[uuid.UUID],
 ) -> Task:
     """A new pending sibling of `like`, doing the same kind of work."""
-    # Created after every existing sibling, so listing by creation time keeps the order.
-    latest = max(t.created_at for t in ctx.tree.tasks.values())
-    created = max(ctx.now, latest + timedelta(microseconds=1))
     return like.model_copy(
         update={
             "id": uuid.uuid4(),
@@ -174,7 +178,7 @@ def _child(
             "depends_on": depends_on,
             "attempt": 1,
             "version": 0,
-            "created_at": created,
+            "created_at": ctx.now,
             "updated_at": ctx.now,
             "started_at": None,
             "finished_at": None,
