@@ -53,7 +53,7 @@ async def test_a_simple_task_is_delegated_directly() -> None:
 
 async def test_without_an_llm_the_default_template_plans() -> None:
     outcome = await Planner().plan(
-        root(complexity=10, task="Add search to the product list"), CONFIG
+        root(complexity=10, task="Add search to the product list", task_type="chore"), CONFIG
     )
     assert outcome.source == "template"
     assert [(s.key, s.agent_type, s.effective_phase) for s in outcome.subtasks] == [
@@ -63,6 +63,38 @@ async def test_without_an_llm_the_default_template_plans() -> None:
     ]
     assert all("Add search to the product list" in s.task for s in outcome.subtasks)
     assert [s.complexity for s in outcome.subtasks] == [2, 2, 5]
+
+
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no-project", "project"])
+async def test_feature_plans_get_a_review_after_implementation_and_a_delivery_after_it(
+    project_id: str | None,
+) -> None:
+    task = root(complexity=10, task="Add search to the product list", project_id=project_id)
+    outcome = await Planner().plan(task, CONFIG)
+    steps = [(s.key, s.agent_type, s.effective_phase, s.depends_on) for s in outcome.subtasks]
+    assert steps[2:] == [
+        ("implementation", AgentType.BACKEND, Phase.IMPLEMENTATION, ["research", "analysis"]),
+        ("review", AgentType.REVIEWER, Phase.REVIEW, ["implementation"]),
+    ] + ([("delivery", AgentType.DELIVERY, Phase.DELIVERY, ["review"])] if project_id else [])
+    assert outcome.subtasks[3].complexity == 1
+
+
+async def test_an_llm_plan_for_a_bugfix_gets_a_review_of_every_change() -> None:
+    plan = {
+        "subtasks": [
+            {"key": "api", "agent_type": "backend", "task": "Fix the API", "complexity": 3},
+            {"key": "page", "agent_type": "frontend", "task": "Fix the page", "complexity": 2},
+        ]
+    }
+    model, _ = scripted_planner(plan)
+    task = root(complexity=9, task_type="bugfix", project_id="shop")
+    outcome = await Planner(lambda: model).plan(task, CONFIG)
+    assert [(s.key, s.agent_type, s.depends_on) for s in outcome.subtasks] == [
+        ("api", AgentType.BACKEND, []),
+        ("page", AgentType.FRONTEND, []),
+        ("review", AgentType.REVIEWER, ["api", "page"]),
+        ("delivery", AgentType.DELIVERY, ["review"]),
+    ]
 
 
 async def test_templates_come_from_the_config_per_task_type() -> None:
@@ -135,7 +167,7 @@ async def test_an_llm_plan_that_breaks_the_rules_is_sent_back() -> None:
     outcome = await Planner(lambda: model).plan(root(complexity=9), CONFIG)
     assert outcome.source == "llm"
     assert outcome.replans == 1
-    assert [s.key for s in outcome.subtasks] == ["look", "build"]
+    assert [s.key for s in outcome.subtasks] == ["look", "build", "review"]
     assert outcome.rationale == "analyse, then build"
     assert outcome.usage.requests == 2
     # The second request carried the rule violations back to the model.
