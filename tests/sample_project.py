@@ -204,7 +204,9 @@ def main_with_version(version: str) -> str:
     return FILES["app/main.py"].replace("def application", route + "def application", 1)
 
 
-def add_checks(repo: Path, checks: dict[str, str], delivery: dict[str, object] | None = None) -> str:
+def add_checks(
+    repo: Path, checks: dict[str, str], delivery: dict[str, object] | None = None
+) -> str:
     """Commit a `.devteam.yaml` naming `checks` (and `delivery`), with a unittest suite that
     passes on the project as it is; the new head commit."""
     import json

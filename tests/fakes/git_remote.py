@@ -35,7 +35,15 @@ class GitRemote:
     def ref(self, branch: str) -> str | None:
         """The commit `branch` points to on the remote, or None when it has no such branch."""
         done = subprocess.run(
-            ["git", "-C", str(self.path), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            [
+                "git",
+                "-C",
+                str(self.path),
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                f"refs/heads/{branch}",
+            ],
             capture_output=True,
             text=True,
         )
@@ -43,7 +51,14 @@ class GitRemote:
 
     def branches(self) -> list[str]:
         done = subprocess.run(
-            ["git", "-C", str(self.path), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+            [
+                "git",
+                "-C",
+                str(self.path),
+                "for-each-ref",
+                "--format=%(refname:short)",
+                "refs/heads",
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -20,6 +20,11 @@ from devteam.domain.events import EventType
 from devteam.sandbox import ProjectChecks, Sandbox, load_project_checks
 from devteam.settings.verification import VerificationConfig
 
+CHECK_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+"""Python writes no bytecode caches while checks run: a file rewritten within the same
+second at the same size would otherwise run from its stale cache, and none is left
+behind in the worktree to be committed."""
+
 
 def tail(text: str, chars: int) -> str:
     return text if len(text) <= chars else "…" + text[-(chars - 1) :]
@@ -51,7 +56,8 @@ class Verifier:
         if not self.config.verify.run_setup:
             return None
         for command in self.project.setup:
-            result = await self.sandbox.run(command, network=self.config.sandbox.setup_network)
+            network = self.config.sandbox.setup_network
+            result = await self.sandbox.run(command, network=network, env=CHECK_ENV)
             await self.context.progress(
                 "setup command ran",
                 command=command,
@@ -66,7 +72,7 @@ class Verifier:
         """Every check once, in order; each run is a `check.completed` event."""
         outcomes = []
         for name, command in self.project.checks.items():
-            result = await self.sandbox.run(command)
+            result = await self.sandbox.run(command, env=CHECK_ENV)
             outcome = CheckOutcome(
                 name=name,
                 command=command,

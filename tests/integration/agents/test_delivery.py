@@ -54,7 +54,9 @@ def make_change(repo: Path, *, verified: bool = True) -> CodeChange:
 
 
 def results(change: CodeChange, verdict: str | None = "approve") -> RecordingContext:
-    dependencies = {"api": TaskResult(output=change.model_dump(mode="json"), output_type="CodeChange")}
+    dependencies = {
+        "api": TaskResult(output=change.model_dump(mode="json"), output_type="CodeChange")
+    }
     if verdict is not None:
         review = Review(verdict=verdict, summary="Looked at it.", round=1)  # type: ignore[arg-type]
         dependencies["review"] = TaskResult(
