@@ -209,6 +209,34 @@ def mcp_workspace(
         server.run("stdio")
 
 
+@mcp_app.command("sandbox")
+def mcp_sandbox(
+    root: Annotated[
+        Path, typer.Option(help="The worktree commands run in: the only folder they can write.")
+    ],
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of verification.yaml (default: DEVTEAM_CONFIG_DIR, config)."),
+    ] = None,
+) -> None:
+    """Run the sandbox MCP server (commands in one folder, isolated) over stdio."""
+    from devteam.mcp.sandbox import create_sandbox_server
+    from devteam.observability.logging import configure_logging
+    from devteam.settings import VerificationConfig, load_settings, load_yaml_model
+
+    # stdout carries the protocol over stdio: logs go to stderr only.
+    configure_logging(level="WARNING", fmt="console", stream=sys.stderr)
+    if not root.is_dir():
+        fail(f"--root {root}: not a folder")
+    try:
+        folder = config_dir or load_settings().config_dir
+        config = load_yaml_model(folder / "verification.yaml", VerificationConfig)
+    except ConfigError as exc:
+        fail(exc.message)
+    server = create_sandbox_server(root, config.sandbox)
+    server.run("stdio")
+
+
 # -- the command line on the API (cli_client.py, imported when a command runs) ----------
 
 UrlOption = Annotated[

@@ -170,7 +170,14 @@ def _read_project_file(path: Path) -> ProjectFile:
 def _problems(exc: ValidationError) -> str:
     parts: list[str] = []
     for error in exc.errors(include_url=False):
-        location = ".".join(str(p) for p in error["loc"]) or "(root)"
+        loc = [str(p) for p in error["loc"]]
+        if loc[-1:] == ["[key]"] and loc[:1] == ["checks"]:
+            parts.append(
+                f"checks: {loc[-2]!r} is not a valid check name (letters, digits, "
+                "'_', '.' and '-', at most 64)"
+            )
+            continue
+        location = ".".join(loc) or "(root)"
         if error["type"] == "extra_forbidden":
             parts.append(f"{location}: unknown key")
         else:

@@ -3,21 +3,26 @@
 `Sandbox(root, limits).run(command)` runs the command under bubblewrap:
 
 - the root (a project's worktree) is the only writable path, mounted at its own
-  path; /usr, /etc and /opt are visible read-only, with every file of /etc that
-  only its owner may read (/etc/shadow, …) replaced by an empty one; nothing
-  else of the host is there (no /root, /home, /run, /var, /srv, no other
-  worktree, none of the service's files);
+  path, with its `.git` read-only; /usr, /etc and /opt (and the operator's
+  `read_only_paths`) are visible read-only, with every file there that others
+  may not read (/etc/shadow, keys, …) replaced by an empty one; nothing else of
+  the host is there (no /root, /home, /run, /var, /srv, no other worktree, none
+  of the service's files);
 - a private /tmp and home, a /proc of its own pid namespace, a minimal /dev;
-- new namespaces of every kind (`--unshare-all`), so no network unless asked
-  for, and no view of the host's processes; a new session (no terminal);
+- new namespaces of every kind, so no network unless asked for (not even the
+  host's loopback), no view of the host's processes, no nested user namespace;
+  a new session (no terminal);
 - limits on each process: CPU time, address space, file size and the number of
-  processes (RLIMIT_NPROC, counted per user namespace, so per sandbox);
+  processes (RLIMIT_NPROC, counted per user namespace, so per sandbox; commands
+  run as `nobody`, and as the host's `nobody` when the service is root, whom the
+  process limit would not bind);
 - an environment built from scratch: PATH, HOME, TMPDIR, LANG, TERM=dumb and
   whatever the caller passes, never the service's own variables.
 
 The whole process tree is killed when the command runs past its timeout, when
 the caller's `run` is cancelled, and when the calling process dies (bwrap's
 `--die-with-parent`; the sandbox's pid namespace dies with its first process).
+A command that ends leaves nothing running either.
 
 With `isolation="none"` (operator's choice: `sandbox.isolation: none`) commands
 run directly, in their own session, with the same environment and limits but no
@@ -35,6 +40,7 @@ import shlex
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -151,6 +157,16 @@ class Sandbox:
             read_only_paths=config.read_only_paths,
         )
 
+    def with_limits(self, limits: SandboxLimits) -> Sandbox:
+        """The same sandbox with other limits."""
+        return Sandbox(
+            self.root,
+            limits,
+            isolation=self.isolation,
+            bwrap_path=self.bwrap_path,
+            read_only_paths=self.read_only_paths,
+        )
+
     async def run(
         self,
         command: str | Sequence[str],
@@ -175,6 +191,8 @@ class Sandbox:
             raise ValidationFailed("timeout_s must be positive")
         if self.isolation == "bubblewrap":
             bwrap = await _usable_bwrap(self.bwrap_path)
+            if bwrap not in _probed:
+                await self._probe(bwrap)
             return await self._run_bwrap(bwrap, argv, shown, workdir, timeout, network, extra)
         return await self._run_unisolated(argv, shown, workdir, timeout, extra)
 
@@ -193,37 +211,59 @@ class Sandbox:
 
     # -- bubblewrap --------------------------------------------------------------
 
-    def _bwrap_argv(self, bwrap: str, argv: list[str], workdir: Path, network: bool) -> list[str]:
-        args = [
-            bwrap,
-            "--unshare-all",
-            "--unshare-user",
-            "--uid",
-            str(SANDBOX_UID),
-            "--gid",
-            str(SANDBOX_UID),
-            "--disable-userns",
-            "--die-with-parent",
-            "--new-session",
-            "--hostname",
-            "sandbox",
-        ]
-        if network:
-            args.append("--share-net")
-        for path in (*SYSTEM_PATHS, *self.read_only_paths):
+    def _bwrap_argv(
+        self, bwrap: str, argv: list[str], workdir: Path, network: bool, userns_fd: int | None
+    ) -> list[str]:
+        if userns_fd is None:
+            # The service is an ordinary user: bwrap maps it to `nobody` in a user
+            # namespace of its own, where RLIMIT_NPROC counts the sandbox's processes.
+            identity = ["--unshare-all", "--unshare-user", "--disable-userns"]
+            identity += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+            identity += ["--share-net"] if network else []
+            become: list[str] = []
+        else:
+            # The service is root, which RLIMIT_NPROC never binds: the command runs as
+            # the host's `nobody`, in a user namespace mapping root and nobody, with one
+            # capability (overriding file permissions) so it can write the worktree.
+            identity = ["--userns", str(userns_fd)]
+            kinds = ("ipc", "pid", "uts") if network else ("ipc", "pid", "net", "uts")
+            identity += [f"--unshare-{kind}" for kind in kinds]
+            identity += ["--unshare-cgroup-try"]
+            identity += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            identity += ["--cap-add", "CAP_DAC_OVERRIDE"]
+            become = [
+                "setpriv",
+                f"--reuid={SANDBOX_UID}",
+                f"--regid={SANDBOX_UID}",
+                "--clear-groups",
+                "--inh-caps=-all,+dac_override",
+                "--ambient-caps=-all,+dac_override",
+                "--bounding-set=-all,+dac_override",
+                "--",
+            ]
+        args = [bwrap, *identity, "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        for path in SYSTEM_PATHS:
             args += _mount_read_only(path)
-        args += _hide_private_files("/etc")
-        if network:
-            args += _resolver_mounts()
         args += [
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
             "--tmpfs", "/var/tmp",
             "--tmpfs", SANDBOX_HOME,
+        ]  # fmt: skip
+        # Mounted in order: the operator's folders may lie under /tmp; the masks cover
+        # files of every read-only folder; the worktree and its .git come last.
+        for path in self.read_only_paths:
+            args += _mount_read_only(path)
+        args += _private_file_mounts((*PRIVATE_FILES_UNDER, *self.read_only_paths))
+        if network:
+            args += _resolver_mounts()
+        args += [
             "--bind", str(self.root), str(self.root),
+            *_protect_git_metadata(self.root),
             "--chdir", str(workdir),
             "--",
+            *become,
             *_limits_prefix(self.limits),
             *argv,
         ]  # fmt: skip
@@ -240,19 +280,38 @@ class Sandbox:
         extra: dict[str, str],
     ) -> CommandResult:
         environment = _base_env(home=SANDBOX_HOME, tmpdir="/tmp") | extra
-        started = time.monotonic()
-        # bwrap's --die-with-parent ties the sandbox to the thread that starts it: run()
-        # is a coroutine, so that is the event loop's thread, which lives as long as we do.
-        process = await asyncio.create_subprocess_exec(
-            *self._bwrap_argv(bwrap, argv, workdir, network),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=environment,
-            cwd="/",
-            start_new_session=True,
-        )
+        userns_fd = await _unprivileged_userns() if os.geteuid() == 0 else None
+        try:
+            started = time.monotonic()
+            # bwrap's --die-with-parent ties the sandbox to the thread that starts it: run()
+            # is a coroutine, so that is the event loop's thread, which lives as long as we do.
+            process = await asyncio.create_subprocess_exec(
+                *self._bwrap_argv(bwrap, argv, workdir, network, userns_fd),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=environment,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=() if userns_fd is None else (userns_fd,),
+            )
+        finally:
+            if userns_fd is not None:
+                os.close(userns_fd)
         return await self._collect(process, shown, timeout, started, warning=None)
+
+    async def _probe(self, bwrap: str) -> None:
+        """Create one sandbox running `true`: bwrap may be there yet unable to work
+        (user namespaces turned off, a seccomp policy refusing mounts)."""
+        result = await self._run_bwrap(bwrap, ["true"], "true", self.root, 30, False, {})
+        if result.exit_code != 0:
+            reason = result.output.strip() or f"exit code {result.exit_code}"
+            raise SandboxUnavailable(
+                f"bubblewrap ({bwrap}) cannot create a sandbox here: {reason}; allow "
+                "unprivileged user namespaces, or set sandbox.isolation: none in "
+                "config/verification.yaml to run commands without isolation"
+            )
+        _probed.add(bwrap)
 
     # -- no isolation (the operator's choice) -----------------------------------
 
@@ -357,13 +416,15 @@ class _CappedOutput:
             chunk = chunk[room:]
         if chunk:
             self.tail += chunk
-            if len(self.tail) > self.tail_cap:
+            # Trimmed once it holds twice its share, so a flood costs linear time.
+            if len(self.tail) > 2 * self.tail_cap:
                 del self.tail[: len(self.tail) - self.tail_cap]
 
     def note(self, line: str) -> None:
         self.notes.append(line)
 
     def text(self) -> tuple[str, bool]:
+        del self.tail[: max(0, len(self.tail) - self.tail_cap)]
         omitted = self.total - len(self.head) - len(self.tail)
         parts = [self.head.decode("utf-8", "replace")]
         if omitted > 0:
@@ -411,6 +472,62 @@ def _base_env(*, home: str, tmpdir: str) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "TERM": "dumb",
     }
+
+
+_USERNS_HOLDER = (
+    "import ctypes, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:\n"  # CLONE_NEWUSER
+    "    sys.exit(f'unshare: errno {ctypes.get_errno()}')\n"
+    "sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.readline()\n"
+    # Mapped now: no user namespace may be created inside this one.
+    "open('/proc/sys/user/max_user_namespaces', 'w').write('0')\n"
+    "sys.stdout.write('mapped'); sys.stdout.flush(); sys.stdin.read()\n"
+)
+
+
+async def _unprivileged_userns() -> int:
+    """A file descriptor of a new user namespace mapping root and nobody to themselves.
+
+    Only root can map more than its own uid; a helper process creates the
+    namespace, root writes its maps, the helper forbids nested user namespaces
+    in it, and the open descriptor keeps it alive after the helper is gone.
+    """
+    helper = await asyncio.create_subprocess_exec(
+        sys.executable, "-S", "-c", _USERNS_HOLDER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": SANDBOX_PATH},
+    )  # fmt: skip
+    assert helper.stdin is not None and helper.stdout is not None
+    try:
+        await _expect(helper, b"ready")
+        mapping = f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n"
+        try:
+            Path(f"/proc/{helper.pid}/uid_map").write_text(mapping)
+            Path(f"/proc/{helper.pid}/gid_map").write_text(mapping)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot map the sandbox's user: {exc}") from None
+        helper.stdin.write(b"go\n")
+        await helper.stdin.drain()
+        await _expect(helper, b"mapped")
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        helper.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
+        await helper.wait()
+
+
+async def _expect(helper: asyncio.subprocess.Process, word: bytes) -> None:
+    assert helper.stdout is not None and helper.stderr is not None
+    try:
+        answer = await asyncio.wait_for(helper.stdout.readexactly(len(word)), 30)
+    except (asyncio.IncompleteReadError, TimeoutError):
+        answer = b""
+    if answer != word:
+        problem = (await helper.stderr.read()).decode("utf-8", "replace").strip()
+        raise SandboxUnavailable(f"cannot create a user namespace: {problem or 'no answer'}")
 
 
 def _limits_prefix(limits: SandboxLimits) -> list[str]:
@@ -463,12 +580,43 @@ def _mount_read_only(path: str) -> list[str]:
     return []
 
 
+def _protect_git_metadata(root: Path) -> list[str]:
+    """`.git` read-only: DevTeam runs git in the worktree outside the sandbox, and a
+    command rewriting `.git` (its config, hooks, or the worktree's `gitdir:` pointer)
+    would otherwise choose what git executes there."""
+    git = root / ".git"
+    if git.is_symlink() or not git.exists():
+        return []
+    return ["--ro-bind", str(git), str(git)]
+
+
+PRIVATE_FILES_UNDER = ("/etc", "/opt")
+"""Visible folders searched for files others may not read (/usr holds none)."""
+_PRIVATE_FILES_TTL_S = 60.0
+_private_files: dict[str, tuple[float, list[str]]] = {}
+
+
+def _private_file_mounts(tops: Sequence[str]) -> list[str]:
+    """`_hide_private_files` of each of `tops`, each one searched again after a minute."""
+    mounts: list[str] = []
+    now = time.monotonic()
+    for top in tops:
+        cached = _private_files.get(top)
+        if cached is None or now - cached[0] > _PRIVATE_FILES_TTL_S:
+            cached = _private_files[top] = (now, _hide_private_files(top))
+        mounts += cached[1]
+    return mounts
+
+
 def _hide_private_files(top: str) -> list[str]:
     """Mounts that cover what others may not read under `top` (e.g. /etc/shadow, ssh keys).
 
-    Inside the sandbox the command's user maps to the service's own, which may be
-    root: permissions alone would not keep root-only files from it.
+    Inside the sandbox the command's user maps to the service's own, or may
+    override permissions on root's files (see `_bwrap_argv`): permissions alone
+    would not keep root-only files from it.
     """
+    if not os.path.isdir(top) or os.path.islink(top):
+        return []
     mounts: list[str] = []
     for folder, dirs, files in os.walk(top):
         for name in list(dirs):
@@ -502,11 +650,11 @@ def _resolver_mounts() -> list[str]:
 
 
 _probed: set[str] = set()
-"""bwrap paths known to work (probed once per process)."""
+"""bwrap programs known to create a sandbox here (each is tried once per process)."""
 
 
 async def _usable_bwrap(configured: str) -> str:
-    """The path of a bubblewrap that can create a sandbox here, or `SandboxUnavailable`."""
+    """The path of the bubblewrap program, or `SandboxUnavailable`."""
     found = shutil.which(configured)
     if found is None:
         raise SandboxUnavailable(
@@ -514,32 +662,9 @@ async def _usable_bwrap(configured: str) -> str:
             "package), or set sandbox.isolation: none in config/verification.yaml to run "
             "commands without isolation"
         )
-    if found in _probed:
-        return found
-    if shutil.which("prlimit") is None:
-        raise SandboxUnavailable(
-            "prlimit (util-linux) was not found: the sandbox needs it to set its limits"
-        )
-    process = await asyncio.create_subprocess_exec(
-        found, "--unshare-all", "--unshare-user", "--die-with-parent",
-        "--ro-bind", "/", "/", "--", "true",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={"PATH": SANDBOX_PATH},
-    )  # fmt: skip
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        stderr = b"it did not finish in 30 s"
-    if process.returncode != 0:
-        reason = stderr.decode("utf-8", "replace").strip() or f"exit {process.returncode}"
-        raise SandboxUnavailable(
-            f"bubblewrap ({found}) cannot create a sandbox here: {reason}; allow "
-            "unprivileged user namespaces, or set sandbox.isolation: none in "
-            "config/verification.yaml to run commands without isolation"
-        )
-    _probed.add(found)
+    for tool in ("prlimit", "setpriv") if os.geteuid() == 0 else ("prlimit",):
+        if shutil.which(tool, path=SANDBOX_PATH) is None:
+            raise SandboxUnavailable(
+                f"{tool} (util-linux) was not found: the sandbox needs it to set its limits"
+            )
     return found

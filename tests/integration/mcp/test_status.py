@@ -26,7 +26,14 @@ async def test_services_carry_the_manager_and_close_it(
         assert isinstance(services.mcp, McpManager)
         statuses = [s.model_dump(mode="json") for s in await services.mcp.status()]
         manager = services.mcp
-    assert [s["name"] for s in statuses] == ["workspace", "git", "serena", "perplexity", "fetch"]
+    assert [s["name"] for s in statuses] == [
+        "workspace",
+        "sandbox",
+        "git",
+        "serena",
+        "perplexity",
+        "fetch",
+    ]
     assert statuses[0] == {
         "name": "workspace",
         "transport": "stdio",
@@ -36,7 +43,8 @@ async def test_services_carry_the_manager_and_close_it(
         "tools": [],
         "last_error": None,
     }
-    assert statuses[2]["enabled"] is False and statuses[2]["healthy"] is False
+    assert statuses[3]["name"] == "serena"
+    assert statuses[3]["enabled"] is False and statuses[3]["healthy"] is False
     with pytest.raises(ToolUnavailable, match="closed"):
         await manager.call("fetch", "fetch", {"url": "http://127.0.0.1/"})
 

@@ -22,8 +22,10 @@ def shipped() -> McpServersConfig:
 
 def test_shipped_servers() -> None:
     servers = shipped().servers
-    assert list(servers) == ["workspace", "git", "serena", "perplexity", "fetch"]
+    assert list(servers) == ["workspace", "sandbox", "git", "serena", "perplexity", "fetch"]
     assert servers["workspace"].enabled and servers["workspace"].per_task
+    assert servers["sandbox"].enabled and servers["sandbox"].per_task
+    assert servers["sandbox"].retry.max_attempts == 1, "a command is never run twice"
     assert servers["git"].enabled and servers["git"].per_task
     assert "--repository" in servers["git"].transport.model_dump()["args"]
     for name in ("serena", "perplexity", "fetch"):
@@ -52,6 +54,8 @@ def test_shipped_grants() -> None:
     assert not analyzer["workspace"].allows("write_file")
     backend = {grant.server: grant for grant in registry.grants(AgentType.BACKEND)}
     assert backend["workspace"].allows("write_file")
+    assert backend["sandbox"].allows("run_command")
+    assert "sandbox" not in analyzer
 
 
 def test_server_sections_merge_over_defaults() -> None:
