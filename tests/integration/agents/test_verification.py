@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from devteam.agents.models import Review, ReviewFinding
 from devteam.domain.agents import AgentFailed
 from devteam.domain.enums import AgentType
 from devteam.domain.events import EventType
+from devteam.domain.tasks import REVISION_KEY, TaskResult
 from tests import servers
 from tests.fakes.llm import FakeLLM, call, calls, output
 from tests.integration.agents.conftest import MakeTeam, RecordingContext, make_spec
@@ -144,3 +146,61 @@ async def test_a_change_that_stays_red_is_not_verified_or_fails_when_green_is_re
         await strict.run(make_spec(AgentType.BACKEND))
     assert failed.value.error_code == "checks_failed"
     assert "is not verified" in failed.value.message
+
+
+async def test_a_revision_after_review_continues_the_branch_with_the_findings(
+    fake_llm: FakeLLM, make_team: MakeTeam, workspaces: Path
+) -> None:
+    repo = workspaces / "shop"
+    base = add_checks(repo, {"test": UNITTEST_CHECK, "changelog": "test -f CHANGES.md"})
+    team = make_team(llm_url=fake_llm.base_url)
+    fake_llm.script(BACKEND, write_version("0.3.0"), output(summary="Added GET /version."))
+    first = await team.run(make_spec(AgentType.BACKEND))
+    change = first.output
+    review = Review(
+        verdict="request_changes",
+        summary="Works; the route needs a docstring.",
+        findings=[ReviewFinding(file="app/main.py", line=22, severity="major",
+                                message="Say what the route answers in a docstring.")],
+    )  # fmt: skip
+    fake_llm.script(
+        BACKEND,
+        calls(call("write_file", path="NOTES.md", content="GET /version: the app version\n")),
+        output(summary="Added GET /version, documented."),
+    )
+    revision = {"of": "api", "revision": 2, "branch": change["branch"],
+                "base_commit": change["base_commit"], "review": "review"}  # fmt: skip
+    context = RecordingContext(
+        {
+            "api": TaskResult(output=change, output_type="CodeChange"),
+            "review": TaskResult(output=review.model_dump(mode="json"), output_type="Review"),
+        }
+    )
+
+    second = await team.run(
+        make_spec(AgentType.BACKEND, key="api-r2", metadata={REVISION_KEY: revision}), context
+    )
+
+    revised = second.output
+    assert revised["branch"] == change["branch"]
+    assert revised["base_commit"] == base
+    assert revised["revision"] == 2
+    # The branch grew by one commit; the diff counts from the base: both changes are in it.
+    assert git(repo, "rev-parse", f"{revised['head_commit']}^").strip() == change["head_commit"]
+    assert git(repo, "rev-parse", change["branch"]).strip() == revised["head_commit"]
+    assert {f["path"] for f in revised["files_changed"]} == {
+        "app/main.py",
+        "tests/test_version.py",
+        "NOTES.md",
+    }
+    # What failed on the base commit stays known without running there again.
+    assert [(n, r) for n, r, _ in check_events(context)] == [("test", 1), ("changelog", 1)]
+    assert revised["verified"] is True
+    assert {c["name"]: c["was_failing_before"] for c in revised["checks"]} == {
+        "test": False,
+        "changelog": True,
+    }
+    told = fake_llm.requests_for(BACKEND)[2].text()
+    assert "## Revision after review" in told
+    assert "- [major] app/main.py:22: Say what the route answers in a docstring." in told
+    assert "__revision" not in told
