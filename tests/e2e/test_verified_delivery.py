@@ -4,8 +4,9 @@ The whole service as `devteam serve` opens it, on SQLite with the in-process
 broker and on Postgres with Redis. The LLM is the fake OpenAI-compatible server:
 the planner splits the task; the backend coder's first change fails the
 project's test (run by DevTeam in the sandbox), the failure goes back to it and
-its second round fixes it; the reviewer approves; the delivery step pushes the
-branch over git:// to a bare repository served by `git daemon`.
+its second round fixes it; the reviewer requests changes once, the coder's
+revision continues the branch, the second review approves; the delivery step
+pushes the branch over git:// to a bare repository served by `git daemon`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ PLAN = {
 }
 
 
+FINDING = {"file": "CHANGES.md", "severity": "major", "message": "Add the new route."}
+
+
 def script(llm: FakeLLM) -> None:
     llm.script("TeamLeader: planning", output(**PLAN))
     llm.script("Codebase analyzer", output(**NARRATIVE))
@@ -78,14 +82,18 @@ def script(llm: FakeLLM) -> None:
         output(summary="Added GET /version with a test."),
         calls(call("write_file", path="app/main.py", content=main_with_version("0.3.0"))),
         output(summary="Added GET /version (0.3.0, as in pyproject.toml) with a test."),
+        # The revision after the review.
+        calls(call("write_file", path="CHANGES.md", content="- GET /version\n")),
+        output(summary="Added GET /version with a test, and a CHANGES.md entry."),
     )
     llm.script(
         "Code reviewer",
+        output(verdict="request_changes", summary="Note it in CHANGES.md.", findings=[FINDING]),
         output(verdict="approve", summary="Small, tested, checks green.", findings=[]),
     )
 
 
-async def test_a_feature_is_verified_reviewed_and_pushed(
+async def test_a_feature_is_fixed_until_green_reviewed_twice_and_pushed(
     fake_llm: FakeLLM,
     make_settings: Callable[..., Settings],
     backend_settings: BackendSettings,
@@ -123,7 +131,7 @@ async def test_a_feature_is_verified_reviewed_and_pushed(
         pushed = remote.branches()
 
     assert root.status == TaskStatus.COMPLETED, root.error
-    assert list(children) == ["analysis", "api", "review", "delivery"]
+    assert list(children) == ["analysis", "api", "review", "delivery", "api-r2", "review-r2"]
     api = (children["api"].result or {})["output"]
     assert api["verified"] is True
     assert api["fix_rounds"] == 1
@@ -137,22 +145,33 @@ async def test_a_feature_is_verified_reviewed_and_pushed(
     ]
     assert checks == [(0, True), (1, False), (2, True)]
 
-    # The review approved; its round is an event.
-    review = (children["review"].result or {})["output"]
-    assert review["verdict"] == "approve"
+    # The first review sent the work back; the revision continued the branch; the second
+    # review approved. Each review is an event.
     assert [
         (e.data["verdict"], e.data["round"]) for e in events if e.type == EventType.REVIEW_COMPLETED
-    ] == [("approve", 1)]
+    ] == [("request_changes", 1), ("approve", 2)]
+    revised = (children["api-r2"].result or {})["output"]
+    assert (revised["branch"], revised["revision"], revised["verified"]) == (
+        api["branch"],
+        2,
+        True,
+    )
+    assert git(repo, "rev-parse", f"{revised['head_commit']}^").strip() == api["head_commit"]
+    assert (
+        "- [major] CHANGES.md: Add the new route."
+        in fake_llm.requests_for("Backend coder")[4].text()
+    )
 
-    # The branch is on the remote, at the change's commit; the root's result says so.
+    # The branch is on the remote, at the revision's commit; the root's result says so.
     assert pushed == [api["branch"]]
-    assert remote.ref(api["branch"]) == api["head_commit"]
+    assert remote.ref(api["branch"]) == revised["head_commit"]
     assert root.result is not None
     assert root.result["verified"] is True
-    assert root.result["review"] == {"verdict": "approve", "round": 1}
+    assert root.result["review"] == {"verdict": "approve", "round": 2}
     delivery = root.result["delivery"]
     assert delivery["delivered"] is True
     assert delivery["branches"] == [
-        {"branch": api["branch"], "commit": api["head_commit"], "pull_request_url": None}
+        {"branch": api["branch"], "commit": revised["head_commit"], "pull_request_url": None}
     ]
     assert fake_llm.remaining("Backend coder") == 0
+    assert fake_llm.remaining("Code reviewer") == 0
