@@ -7,6 +7,7 @@ commit on `main`; the edits the scripted coders make (`VERSION_ROUTE_PATCH`,
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -209,9 +210,7 @@ def add_checks(
 ) -> str:
     """Commit a `.devteam.yaml` naming `checks` (and `delivery`), with a unittest suite that
     passes on the project as it is; the new head commit."""
-    import json
-
-    lines = ["checks:"] + [f"  {name}: {json.dumps(command)}" for name, command in checks.items()]
+    lines = [f"checks: {json.dumps(checks)}"]  # JSON is YAML
     if delivery is not None:
         lines.append(f"delivery: {json.dumps(delivery)}")
     (repo / ".devteam.yaml").write_text("\n".join(lines) + "\n")

@@ -100,7 +100,8 @@ class CoderAgent(BaseAgent[CodeChange]):
                             attempt, CoderReport, feedback, [toolset], history
                         )
                         checks = await verifier.run(fixes + 1, failing_before)
-            verified = runnable and not newly_failing(checks)
+            # No check at all verifies nothing: such a change is never delivered.
+            verified = runnable and bool(checks) and not newly_failing(checks)
             if runnable:
                 note += _verification_note(checks, verified, fixes, verifier.project.source)
             change = await tree.finish(commit_subject(spec.key, spec.task), report.summary)
@@ -173,7 +174,7 @@ def _revision_briefing(revision: Any, dependencies: Mapping[str, TaskResult]) ->
 
 def _verification_note(checks: list[CheckOutcome], verified: bool, fixes: int, source: str) -> str:
     if not checks:
-        return "no checks: neither .devteam.yaml nor the project's files name any"
+        return "nothing was verified: neither .devteam.yaml nor the project's files name a check"
     passed = sum(c.passed for c in checks)
     text = f"{passed} of {len(checks)} checks pass ({source})"
     if verified and passed < len(checks):

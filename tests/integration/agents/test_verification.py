@@ -204,3 +204,19 @@ async def test_a_revision_after_review_continues_the_branch_with_the_findings(
     assert "## Revision after review" in told
     assert "- [major] app/main.py:22: Say what the route answers in a docstring." in told
     assert "__revision" not in told
+
+
+async def test_a_project_without_checks_verifies_nothing(
+    fake_llm: FakeLLM, make_team: MakeTeam, workspaces: Path
+) -> None:
+    add_checks(workspaces / "shop", {})
+    team = make_team(llm_url=fake_llm.base_url)
+    fake_llm.script(BACKEND, write_version("0.3.0"), output(summary="Added GET /version."))
+    context = RecordingContext()
+
+    result = await team.run(make_spec(AgentType.BACKEND), context)
+
+    assert result.output["checks"] == []
+    assert result.output["verified"] is False
+    assert result.output["verification"].startswith("nothing was verified")
+    assert check_events(context) == []

@@ -49,6 +49,8 @@ class SendRequestedChangesBack(TaskRule):
             return
         output: dict[str, Any] = (review.result or {}).get("output") or {}
         verdict = output.get("verdict")
+        if verdict is None:
+            return  # not a review (an agent standing in for the reviewer, in tests)
         round_ = review_round(review)
         findings = output.get("findings") or []
         ctx.emit(EventType.REVIEW_COMPLETED, verdict=verdict, round=round_, findings=findings)
