@@ -21,13 +21,14 @@ earlier change's branch from its head; its briefing holds the review's findings.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devteam.agents.base import Attempt, BaseAgent
 from devteam.agents.briefing import briefing
+from devteam.agents.delivery import Deliverer
 from devteam.agents.manifests import is_test_path
-from devteam.agents.models import CheckOutcome, CodeChange, CoderReport, Review
+from devteam.agents.models import CheckOutcome, CodeChange, CoderReport, Delivery, Review
 from devteam.agents.reviewer import latest_changes
 from devteam.agents.verification import (
     Verifier,
@@ -122,12 +123,39 @@ class CoderAgent(BaseAgent[CodeChange]):
                 "revision": _revision_number(revision),
             }
         )
+        if spec.parent_id is None:
+            # Handed the whole task (no plan, so no review): deliver it like a plan would.
+            result = result.model_copy(
+                update={"delivery": await self._deliver(attempt, repo, result)}
+            )
         if not verified and verify.require_green:
             raise AgentFailed(
                 ErrorCode.CHECKS_FAILED,
                 f"the change on {tree.branch} is not verified: {note}",
             )
         return result
+
+    async def _deliver(self, attempt: Attempt, repo: Path, change: CodeChange) -> Delivery | None:
+        """Push the change when the project asks for it; a failure is recorded, not raised:
+        the change stands on its branch either way."""
+        try:
+            config = Deliverer.project_delivery(repo)
+        except AgentFailed as exc:
+            await attempt.context.progress("delivery failed", reason=exc.message)
+            return Delivery(summary=exc.message, delivered=False, reason=exc.message)
+        if config is None:
+            return None
+        deliverer = Deliverer(self.kit.verification.delivery, attempt.context.progress)
+        key = attempt.spec.key or "change"
+        try:
+            return await deliverer.deliver(
+                repo, config, {key: change}, None, attempt.spec.root_task
+            )
+        except AgentFailed as exc:
+            await attempt.context.progress("delivery failed", reason=exc.message)
+            return Delivery(
+                summary=exc.message, delivered=False, remote=config.remote, reason=exc.message
+            )
 
 
 def _resume(revision: Any) -> Resume | None:

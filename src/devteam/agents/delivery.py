@@ -14,13 +14,17 @@ the environment variable that verification.yaml `delivery.token_env` names);
 an open pull request for the branch is found rather than opened twice, so a
 retried delivery does not fail on its own earlier success. A push or API that
 fails fails the step with `delivery_failed` (retried by the retry policy).
+
+A coder handed a root task directly (no plan, so no review) delivers its own
+verified change the same way when it is done; a failure there is recorded in
+its result (`delivery`) and a `task.progress` event, and the change stands.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import httpx
 
 from devteam.agents.base import Attempt, BaseAgent
 from devteam.agents.git import GitError, git
-from devteam.agents.models import Delivery, PushedBranch, Review
+from devteam.agents.models import CodeChange, Delivery, PushedBranch, Review
 from devteam.agents.reviewer import latest_changes
 from devteam.domain.agents import AgentFailed
 from devteam.domain.enums import AgentType
@@ -38,6 +42,8 @@ from devteam.sandbox.project import DeliveryConfig, load_project_checks
 from devteam.settings.verification import DeliveryServiceConfig
 
 MAX_MESSAGE_CHARS = 300
+Progress = Callable[..., Awaitable[None]]
+"""`AgentContext.progress`: where delivery reports what it did."""
 _REPOSITORY = re.compile(r"[:/](?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
 
 
@@ -109,35 +115,40 @@ class GitHub:
         return str(response.json()["html_url"])
 
 
-class DeliveryAgent(BaseAgent[Delivery]):
-    agent_type = AgentType.DELIVERY
-    description = (
-        "Pushes the verified, approved changes of the plan to the project's remote and "
-        "opens pull requests where configured (no LLM)."
-    )
-    prompt_name = "delivery"
-    output_model = Delivery
-    needs_llm = False
+class Deliverer:
+    """Pushes changes (and opens their pull requests) as a project's delivery says."""
 
-    async def work(self, attempt: Attempt) -> Delivery:
-        spec = attempt.spec
-        repo = self.kit.workspaces.require(spec.project_id, "delivery")
+    def __init__(self, config: DeliveryServiceConfig, progress: Progress) -> None:
+        self.config = config
+        self.progress = progress
+
+    @staticmethod
+    def project_delivery(repo: Path) -> DeliveryConfig | None:
+        """The project's delivery, when it asks for a push; None otherwise."""
         try:
             project = load_project_checks(repo)
         except DevTeamError as exc:
             raise AgentFailed(ErrorCode.VALIDATION_ERROR, exc.message) from None
         config = project.delivery
-        if config is None or not config.push:
-            return _not_delivered("delivery is not configured (.devteam.yaml `delivery.push`)")
-        dependencies = attempt.context.dependencies
-        changes = latest_changes(dependencies)
+        return config if config is not None and config.push else None
+
+    async def deliver(
+        self,
+        repo: Path,
+        config: DeliveryConfig,
+        changes: Mapping[str, CodeChange],
+        review: Review | None,
+        title: str,
+    ) -> Delivery:
+        """Push every change (latest revision per branch) when all are verified and the
+        review (if any) approves; `AgentFailed(delivery_failed)` when a push or the API
+        fails."""
         changes = {k: c for k, c in changes.items() if c.head_commit is not None}
         if not changes:
             return _not_delivered("there is no code change to deliver", config.remote)
         red = sorted(k for k, c in changes.items() if not c.verified)
         if red:
             return _not_delivered(f"not pushed: the checks of {', '.join(red)} fail", config.remote)
-        review = latest_review(dependencies)
         if review is not None and review.verdict != "approve":
             return _not_delivered(
                 f"not pushed: review round {review.round} requested changes", config.remote
@@ -147,13 +158,11 @@ class DeliveryAgent(BaseAgent[Delivery]):
             change = changes[key]
             assert change.head_commit is not None
             await self._push(repo, config, change.branch, change.head_commit)
-            await attempt.context.progress(
-                "branch pushed", branch=change.branch, remote=config.remote
-            )
+            await self.progress("branch pushed", branch=change.branch, remote=config.remote)
             url = None
             if config.pull_request:
-                url = await self._pull_request(repo, config, change.branch, spec.root_task, key)
-                await attempt.context.progress("pull request opened", url=url)
+                url = await self._pull_request(repo, config, change.branch, title, key)
+                await self.progress("pull request opened", url=url)
             pushed.append(
                 PushedBranch(branch=change.branch, commit=change.head_commit, pull_request_url=url)
             )
@@ -196,9 +205,31 @@ class DeliveryAgent(BaseAgent[Delivery]):
             )
         title = task.strip().splitlines()[0][:120] if task.strip() else branch
         body = f"Opened by DevTeam: the change `{key}` on `{branch}`, checked and reviewed."
-        github = GitHub(self.kit.verification.delivery)
-        return await github.open_pull_request(
+        return await GitHub(self.config).open_pull_request(
             *repository, head=branch, base=base, title=title, body=body
+        )
+
+
+class DeliveryAgent(BaseAgent[Delivery]):
+    agent_type = AgentType.DELIVERY
+    description = (
+        "Pushes the verified, approved changes of the plan to the project's remote and "
+        "opens pull requests where configured (no LLM)."
+    )
+    prompt_name = "delivery"
+    output_model = Delivery
+    needs_llm = False
+
+    async def work(self, attempt: Attempt) -> Delivery:
+        spec = attempt.spec
+        repo = self.kit.workspaces.require(spec.project_id, "delivery")
+        config = Deliverer.project_delivery(repo)
+        if config is None:
+            return _not_delivered("delivery is not configured (.devteam.yaml `delivery.push`)")
+        dependencies = attempt.context.dependencies
+        deliverer = Deliverer(self.kit.verification.delivery, attempt.context.progress)
+        return await deliverer.deliver(
+            repo, config, latest_changes(dependencies), latest_review(dependencies), spec.root_task
         )
 
 

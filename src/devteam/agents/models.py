@@ -209,6 +209,9 @@ class CodeChange(Output):
     """How the change was verified, or why it could not be (no checks, no sandbox)."""
     revision: int = 1
     """1 for the first change on `branch`; n for the (n-1)th revision after a review."""
+    delivery: Delivery | None = None
+    """For a task handed to the coder directly (no plan): its push, when the project's
+    `.devteam.yaml` asks for one."""
 
 
 class CoderReport(Output):
@@ -275,3 +278,6 @@ class Delivery(Output):
     branches: list[PushedBranch] = Field(default_factory=list)
     reason: str | None = None
     """Why nothing was delivered: no delivery configured, checks red, review not approving."""
+
+
+CodeChange.model_rebuild()

@@ -6,6 +6,7 @@ goes to a fake GitHub REST API on loopback that checks the token and the branch.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,18 @@ from devteam.agents.models import CodeChange, Review
 from devteam.domain.agents import AgentFailed
 from devteam.domain.enums import AgentType
 from devteam.domain.tasks import TaskResult
+from tests import servers
 from tests.fakes.git_remote import GitRemote
 from tests.fakes.github import FakeGitHub
+from tests.fakes.llm import FakeLLM, call, calls, output
 from tests.integration.agents.conftest import MakeTeam, RecordingContext, make_spec
-from tests.sample_project import add_checks, git
+from tests.sample_project import (
+    UNITTEST_CHECK,
+    VERSION_UNITTEST,
+    add_checks,
+    git,
+    main_with_version,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +187,32 @@ async def test_a_push_the_remote_refuses_fails_the_delivery(
 
     assert failed.value.error_code == "delivery_failed"
     assert "pushing devteam/1f0e7c52-delivery to upstream failed" in failed.value.message
+
+
+async def test_a_coder_given_the_whole_task_delivers_its_verified_change(
+    fake_llm: FakeLLM, make_team: MakeTeam, workspaces: Path, remote: GitRemote
+) -> None:
+    if shutil.which("bwrap") is None:
+        servers.unavailable("bubblewrap (bwrap) is not installed")
+    repo = workspaces / "shop"
+    add_checks(repo, {"test": UNITTEST_CHECK}, delivery={"push": True})
+    fake_llm.script(
+        "Backend coder",
+        calls(
+            call("write_file", path="app/main.py", content=main_with_version("0.3.0")),
+            call("write_file", path="tests/test_version.py", content=VERSION_UNITTEST),
+        ),
+        output(summary="Added GET /version with a test."),
+    )
+    team = make_team(llm_url=fake_llm.base_url)
+    context = RecordingContext()
+
+    result = await team.run(make_spec(AgentType.BACKEND), context)  # a root task: no parent
+
+    change = result.output
+    assert change["verified"] is True
+    assert change["delivery"]["delivered"] is True
+    assert remote.ref(change["branch"]) == change["head_commit"]
+    assert ("branch pushed", {"branch": change["branch"], "remote": "origin"}) in (
+        context.progress_events
+    )
