@@ -183,7 +183,7 @@ class BaseAgent(ABC, Generic[OutputT]):
         except StuckDetected as exc:
             raise AgentFailed(ErrorCode.AGENT_STUCK, str(exc)) from None
         except UsageLimitExceeded as exc:
-            raise self._over_limit(attempt, limits, exc) from None
+            raise self._over_limit(attempt, exc) from None
         except (ModelAuthenticationError, ModelNotFoundError) as exc:
             raise AgentFailed(
                 ErrorCode.LLM_NOT_CONFIGURED,
@@ -208,17 +208,17 @@ class BaseAgent(ABC, Generic[OutputT]):
         if spec.max_cost_usd is not None:
             cost = Decimal(str(max(spec.max_cost_usd - used.cost_usd, 0.0)))
         return UsageLimits(
-            request_limit=max(own.max_requests - used.requests, 1),
+            request_limit=max(own.max_requests - used.requests, 0),
             tool_calls_limit=max(own.max_tool_calls - used.tool_calls, 0),
             total_tokens_limit=tokens,
             cost_limit=cost,
         )
 
-    def _over_limit(
-        self, attempt: Attempt, limits: UsageLimits, exc: UsageLimitExceeded
-    ) -> AgentFailed:
-        """Say which limit stopped the attempt: a budget of the task, or the agent's own."""
+    def _over_limit(self, attempt: Attempt, exc: UsageLimitExceeded) -> AgentFailed:
+        """Say which limit stopped the attempt: a budget of the task, or the agent's own
+        (for all the runs of the attempt together)."""
         used, spec = attempt.meter.total, attempt.spec
+        own = self.kit.config.limits_for(self.agent_type)
         if spec.max_tokens is not None and used.total_tokens > spec.max_tokens:
             return AgentFailed(
                 ErrorCode.BUDGET_EXCEEDED,
@@ -234,13 +234,13 @@ class BaseAgent(ABC, Generic[OutputT]):
         if "request_limit" in exc.message:
             return AgentFailed(
                 ErrorCode.AGENT_STUCK,
-                f"no answer after {limits.request_limit} model requests "
+                f"no answer after {own.max_requests} model requests "
                 f"(limits.{self.agent_type}.max_requests in agents.yaml)",
             )
         if "tool_calls_limit" in exc.message:
             return AgentFailed(
                 ErrorCode.AGENT_STUCK,
-                f"no answer after {limits.tool_calls_limit} tool calls "
+                f"no answer after {own.max_tool_calls} tool calls "
                 f"(limits.{self.agent_type}.max_tool_calls in agents.yaml)",
             )
         return AgentFailed(ErrorCode.BUDGET_EXCEEDED, _short(exc.message))

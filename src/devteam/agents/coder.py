@@ -60,19 +60,7 @@ class CoderAgent(BaseAgent[CodeChange]):
                 "worktree ready", branch=tree.branch, base_commit=tree.base_commit
             )
             verifier = Verifier.for_worktree(tree.path, self.kit.verification, attempt.context)
-            failing_before: dict[str, bool] = {}
-            note = ""
-            try:
-                if problem := await verifier.set_up():
-                    note = f"set-up failed: {problem}; "
-                if resume is None:
-                    baseline = await verifier.run(0, {})
-                    failing_before = {c.name: not c.passed for c in baseline}
-                else:
-                    failing_before = _failing_before(dependencies, resume.branch)
-                runnable = True
-            except SandboxUnavailable as exc:
-                note, runnable = f"checks not run: {exc.message}", False
+            runnable, failing_before, note = await _baseline(verifier, resume, dependencies)
             async with self.kit.mcp.task_scope(tree.path) as scope:
                 toolset = scope.toolset(self.agent_type, observer=attempt.observer)
                 prompt = briefing(
@@ -95,6 +83,7 @@ class CoderAgent(BaseAgent[CodeChange]):
                 if runnable:
                     checks = await verifier.run(1, failing_before)
                     while (failures := newly_failing(checks)) and fixes < verify.max_fix_rounds:
+                        # Not the model's word: its change fails checks that passed before.
                         fixes += 1
                         feedback = failures_prompt(failures, fixes, verify.max_fix_rounds - fixes)
                         report, history = await self.converse(
@@ -156,6 +145,27 @@ class CoderAgent(BaseAgent[CodeChange]):
             return Delivery(
                 summary=exc.message, delivered=False, remote=config.remote, reason=exc.message
             )
+
+
+async def _baseline(
+    verifier: Verifier, resume: Resume | None, dependencies: Mapping[str, TaskResult]
+) -> tuple[bool, dict[str, bool], str]:
+    """Set the worktree up and learn which checks fail on the base commit (round 0).
+
+    Whether the checks can run at all, each check's failing-before, and a note. A
+    revision starts from the branch's head, not the base: what failed on the base
+    commit is what the change it continues found.
+    """
+    note = ""
+    try:
+        if problem := await verifier.set_up():
+            note = f"set-up failed: {problem}; "
+        if resume is not None:
+            return True, _failing_before(dependencies, resume.branch), note
+        baseline = await verifier.run(0, {})
+    except SandboxUnavailable as exc:
+        return False, {}, f"checks not run: {exc.message}"
+    return True, {c.name: not c.passed for c in baseline}, note
 
 
 def _resume(revision: Any) -> Resume | None:

@@ -85,8 +85,10 @@ async def test_a_failing_check_goes_back_to_the_model_until_it_passes(
     assert f"### test: `{UNITTEST_CHECK}` (exit code 1)" in told
     assert "AssertionError" in told and "0.2.0" in told
     assert fake_llm.remaining(BACKEND) == 0
-    # The coder was told the checks up front.
-    assert f"- test: `{UNITTEST_CHECK}`" in fake_llm.requests_for(BACKEND)[0].text()
+    # The coder was told the checks up front, and may run commands itself.
+    first = fake_llm.requests_for(BACKEND)[0]
+    assert f"- test: `{UNITTEST_CHECK}`" in first.text()
+    assert "run_command" in first.tool_names
 
 
 async def test_a_check_that_failed_on_the_base_commit_is_not_blamed(
@@ -220,3 +222,25 @@ async def test_a_project_without_checks_verifies_nothing(
     assert result.output["verified"] is False
     assert result.output["verification"].startswith("nothing was verified")
     assert check_events(context) == []
+
+
+async def test_the_fix_rounds_share_the_attempts_limits(
+    fake_llm: FakeLLM, make_team: MakeTeam, workspaces: Path
+) -> None:
+    add_checks(workspaces / "shop", {"test": UNITTEST_CHECK})
+    fake_llm.script(
+        BACKEND,
+        write_version("0.2.0"),
+        output(summary="Added it."),
+        write_version("0.3.0", with_test=False),
+        output(summary="Fixed it."),
+    )
+    team = make_team(llm_url=fake_llm.base_url, agents={"limits": {"backend": {"max_requests": 3}}})
+
+    with pytest.raises(AgentFailed) as failed:
+        await team.run(make_spec(AgentType.BACKEND))
+
+    # Two requests in the first round; the fix round may make one more, not two.
+    assert failed.value.error_code == "agent_stuck"
+    assert "no answer after 3 model requests" in failed.value.message
+    assert len(fake_llm.requests_for(BACKEND)) == 3
