@@ -206,11 +206,16 @@ def main_with_version(version: str) -> str:
 
 
 def add_checks(
-    repo: Path, checks: dict[str, str], delivery: dict[str, object] | None = None
+    repo: Path,
+    checks: dict[str, str],
+    delivery: dict[str, object] | None = None,
+    setup: list[str] | None = None,
 ) -> str:
-    """Commit a `.devteam.yaml` naming `checks` (and `delivery`), with a unittest suite that
-    passes on the project as it is; the new head commit."""
+    """Commit a `.devteam.yaml` naming `checks` (and `delivery`, `setup`), with a unittest
+    suite that passes on the project as it is; the new head commit."""
     lines = [f"checks: {json.dumps(checks)}"]  # JSON is YAML
+    if setup is not None:
+        lines.append(f"setup: {json.dumps(setup)}")
     if delivery is not None:
         lines.append(f"delivery: {json.dumps(delivery)}")
     (repo / ".devteam.yaml").write_text("\n".join(lines) + "\n")

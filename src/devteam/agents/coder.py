@@ -61,6 +61,9 @@ class CoderAgent(BaseAgent[CodeChange]):
             )
             verifier = Verifier.for_worktree(tree.path, self.kit.verification, attempt.context)
             runnable, failing_before, note = await _baseline(verifier, resume, dependencies)
+            # What set-up and the checks left behind (a virtualenv, build output) is not
+            # part of the change.
+            leave_out = await tree.untracked()
             async with self.kit.mcp.task_scope(tree.path) as scope:
                 toolset = scope.toolset(self.agent_type, observer=attempt.observer)
                 prompt = briefing(
@@ -94,7 +97,9 @@ class CoderAgent(BaseAgent[CodeChange]):
             verified = runnable and bool(checks) and not newly_failing(checks)
             if runnable:
                 note += _verification_note(checks, verified, fixes, verifier.project.source)
-            change = await tree.finish(commit_subject(spec.key, spec.task), report.summary)
+            change = await tree.finish(
+                commit_subject(spec.key, spec.task), report.summary, leave_out
+            )
             await attempt.context.progress(
                 "change committed",
                 branch=tree.branch,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,15 +68,26 @@ class Worktree:
         self.base_commit = base_commit
         self._config = config
 
-    async def finish(self, subject: str, body: str = "") -> ChangeSet:
-        """Commit everything the attempt changed on its branch; the change from the base."""
+    async def untracked(self) -> list[str]:
+        """Untracked, not ignored paths of the worktree (a new folder as one `dir/`)."""
+        listing = await git(self.path, "status", "--porcelain", "-z", "--untracked-files=normal")
+        return [entry[3:] for entry in listing.split("\0") if entry.startswith("?? ")]
+
+    async def finish(
+        self, subject: str, body: str = "", leave_out: Sequence[str] = ()
+    ) -> ChangeSet:
+        """Commit everything the attempt changed on its branch; the change from the base.
+
+        `leave_out`: untracked paths that are not the change (what the project's set-up
+        and checks left in the worktree)."""
         ref = (await git(self.path, "symbolic-ref", "-q", "HEAD", check=False)).strip()
         if ref != f"refs/heads/{self.branch}":
             raise AgentFailed(
                 ErrorCode.AGENT_ERROR,
                 f"the worktree left its branch {self.branch} (HEAD is {ref or 'detached'})",
             )
-        await git(self.path, "add", "--all")
+        excluded = [f":(exclude,literal,top){path}" for path in leave_out]
+        await git(self.path, "add", "--all", "--", ".", *excluded)
         if not await succeeds(self.path, "diff", "--cached", "--quiet"):
             config = self._config
             await git(

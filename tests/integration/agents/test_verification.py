@@ -244,3 +244,26 @@ async def test_the_fix_rounds_share_the_attempts_limits(
     assert failed.value.error_code == "agent_stuck"
     assert "no answer after 3 model requests" in failed.value.message
     assert len(fake_llm.requests_for(BACKEND)) == 3
+
+
+async def test_set_up_runs_before_the_checks_and_what_it_leaves_is_not_committed(
+    fake_llm: FakeLLM, make_team: MakeTeam, workspaces: Path
+) -> None:
+    setup = ["mkdir -p build/lib", "touch build/lib/shop.whl setup.log"]
+    add_checks(workspaces / "shop", {"built": "test -f build/lib/shop.whl"}, setup=setup)
+    team = make_team(llm_url=fake_llm.base_url)
+    fake_llm.script(BACKEND, write_version("0.3.0"), output(summary="Added GET /version."))
+    context = RecordingContext()
+
+    result = await team.run(make_spec(AgentType.BACKEND), context)
+
+    change = result.output
+    assert change["verified"] is True
+    assert check_events(context) == [("built", 0, True), ("built", 1, True)]
+    ran = [
+        (data["command"], data["exit_code"])
+        for message, data in context.progress_events
+        if message == "setup command ran"
+    ]
+    assert ran == [(command, 0) for command in setup]
+    assert {f["path"] for f in change["files_changed"]} == {"app/main.py", "tests/test_version.py"}
