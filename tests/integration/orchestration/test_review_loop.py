@@ -126,7 +126,7 @@ async def test_a_request_for_changes_sends_the_work_back_then_the_new_review_app
     ]
     assert len(decisions) == 1
     assert decisions[0]["reason"] == (
-        "review round 1 of 2 requested changes (1 findings): the work goes back to api as "
+        "review round 1 of 2 requested changes (1 finding): the work goes back to api as "
         "api-r2, then review review-r2"
     )
 

@@ -89,7 +89,7 @@ class SendRequestedChangesBack(TaskRule):
             ctx,
             Decision.REWRITE,
             f"review round {round_} of {max_rounds} requested changes "
-            f"({len(findings)} findings): the work goes back to "
+            f"({len(findings)} finding{'' if len(findings) == 1 else 's'}): the work goes back to "
             + ", ".join(f"{c.key} as {r.key}" for c, r in zip(coders, revisions, strict=True))
             + f", then review {next_review.key}",
             subtasks=[{"id": str(t.id), "key": t.key, "agent_type": t.agent_type} for t in new],
