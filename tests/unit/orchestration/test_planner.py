@@ -210,3 +210,25 @@ def test_subtasks_keep_the_plan_order_and_link_dependencies() -> None:
     assert (a.parent_id, a.root_id, a.priority, a.project_id) == (parent.id, parent.id, 7, "shop")
     assert a.phase == Phase.RESEARCH
     assert b.phase == Phase.IMPLEMENTATION
+
+
+@pytest.mark.parametrize(
+    ("task_type", "keys"),
+    [
+        ("feature", ["research", "analysis", "implementation", "review", "delivery"]),
+        ("bugfix", ["analysis", "implementation", "review", "delivery"]),
+    ],
+)
+async def test_the_shipped_templates_review_features_and_bugfixes(
+    task_type: str, keys: list[str]
+) -> None:
+    from pathlib import Path
+
+    from devteam.settings import load_config
+
+    shipped = load_config(Path(__file__).resolve().parents[3] / "config").team_leader
+    task = root(complexity=7, task_type=task_type, project_id="shop", task="Fix the search page")
+    outcome = await Planner().plan(task, shipped)
+    assert [s.key for s in outcome.subtasks] == keys
+    review = next(s for s in outcome.subtasks if s.key == "review")
+    assert (review.agent_type, review.depends_on) == (AgentType.REVIEWER, ["implementation"])
