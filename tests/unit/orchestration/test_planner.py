@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from devteam.domain.enums import AgentType, Phase
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import SubtaskRequest
 from devteam.orchestration.planner import Planner, PlanningFailed, build_subtasks
+from devteam.settings import load_config
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage.types import utcnow
 from tests.factories import make_task
@@ -222,10 +224,6 @@ def test_subtasks_keep_the_plan_order_and_link_dependencies() -> None:
 async def test_the_shipped_templates_review_features_and_bugfixes(
     task_type: str, keys: list[str]
 ) -> None:
-    from pathlib import Path
-
-    from devteam.settings import load_config
-
     shipped = load_config(Path(__file__).resolve().parents[3] / "config").team_leader
     task = root(complexity=7, task_type=task_type, project_id="shop", task="Fix the search page")
     outcome = await Planner().plan(task, shipped)
