@@ -7,6 +7,7 @@ commit on `main`; the edits the scripted coders make (`VERSION_ROUTE_PATCH`,
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -169,3 +170,56 @@ VERSION_PAGE_PATCH = "\n".join(
         "",
     ]
 )
+
+
+# -- verification: checks the sandbox runs, and a /version route in two versions ----------
+
+UNITTEST_CHECK = "python3 -m unittest discover -s tests -t ."
+
+HEALTH_UNITTEST = """\
+import unittest
+
+from tests.test_health import call
+
+
+class HealthTest(unittest.TestCase):
+    def test_health_answers_ok(self):
+        self.assertEqual(call("/health"), ("200 OK", b'{"status": "ok"}'))
+"""
+
+VERSION_UNITTEST = """\
+import unittest
+
+from tests.test_health import call
+
+
+class VersionTest(unittest.TestCase):
+    def test_version_answers_the_version(self):
+        self.assertEqual(call("/version"), ("200 OK", b'{"version": "0.3.0"}'))
+"""
+
+
+def main_with_version(version: str) -> str:
+    """app/main.py with a /version route answering `version`."""
+    route = f'@route("/version")\ndef version():\n    return 200, {{"version": "{version}"}}\n\n\n'
+    return FILES["app/main.py"].replace("def application", route + "def application", 1)
+
+
+def add_checks(
+    repo: Path,
+    checks: dict[str, str],
+    delivery: dict[str, object] | None = None,
+    setup: list[str] | None = None,
+) -> str:
+    """Commit a `.devteam.yaml` naming `checks` (and `delivery`, `setup`), with a unittest
+    suite that passes on the project as it is; the new head commit."""
+    lines = [f"checks: {json.dumps(checks)}"]  # JSON is YAML
+    if setup is not None:
+        lines.append(f"setup: {json.dumps(setup)}")
+    if delivery is not None:
+        lines.append(f"delivery: {json.dumps(delivery)}")
+    (repo / ".devteam.yaml").write_text("\n".join(lines) + "\n")
+    (repo / "tests" / "test_health_suite.py").write_text(HEALTH_UNITTEST)
+    git(repo, "add", "--all")
+    git(repo, "commit", "-q", "-m", "Checks for DevTeam")
+    return git(repo, "rev-parse", "HEAD").strip()

@@ -335,7 +335,7 @@ def logout(url: UrlOption = None) -> None:
     _client(cli_client.logout(url))
 
 
-AGENT_TYPES = ["research", "codebase_analyzer", "frontend", "backend"]
+AGENT_TYPES = ["research", "codebase_analyzer", "frontend", "backend", "reviewer", "delivery"]
 
 
 @app.command()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -36,10 +36,12 @@ from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 from devteam.mcp.manager import McpManager
 from devteam.settings.agents import AgentsConfig
 from devteam.settings.team_leader import TeamLeaderConfig
+from devteam.settings.verification import VerificationConfig
 
 if TYPE_CHECKING:
     from pydantic_ai import UsageLimits
     from pydantic_ai.exceptions import UsageLimitExceeded
+    from pydantic_ai.messages import ModelMessage
     from pydantic_ai.toolsets import AbstractToolset
 
 # pydantic-ai (the LLM stack) is imported by `ask()`, when an agent uses the LLM: a
@@ -64,6 +66,8 @@ class AgentKit:
     config: AgentsConfig
     rules: Callable[[], TeamLeaderConfig]
     """The TeamLeader's rules in force (they can be reloaded while running)."""
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    """The sandbox, the coders' fix loop, delivery."""
 
 
 class Attempt:
@@ -142,6 +146,19 @@ class BaseAgent(ABC, Generic[OutputT]):
         toolsets: Sequence[AbstractToolset[Any]] = (),
     ) -> AnswerT:
         """One run of the LLM with this agent's prompt, tools and limits; its typed answer."""
+        answer, _ = await self.converse(attempt, output_type, prompt, toolsets)
+        return answer
+
+    async def converse(
+        self,
+        attempt: Attempt,
+        output_type: type[AnswerT],
+        prompt: str,
+        toolsets: Sequence[AbstractToolset[Any]] = (),
+        history: Sequence[ModelMessage] = (),
+    ) -> tuple[AnswerT, list[ModelMessage]]:
+        """Like `ask`, continuing the conversation `history`; the answer and the whole
+        conversation so far. The attempt's budgets and limits count every run of it."""
         from pydantic_ai import Agent as LlmAgent
         from pydantic_ai.exceptions import (
             ModelAPIError,
@@ -156,7 +173,7 @@ class BaseAgent(ABC, Generic[OutputT]):
         if model is None:
             raise AgentFailed(ErrorCode.LLM_NOT_CONFIGURED, "no LLM is configured")
         attempt.model = self.kit.llm.model_name(self.agent_type)
-        limits = self._usage_limits(attempt.spec)
+        limits = self._usage_limits(attempt)
         agent: LlmAgent[None, AnswerT] = LlmAgent(
             model,
             output_type=output_type,
@@ -164,11 +181,16 @@ class BaseAgent(ABC, Generic[OutputT]):
             retries=OUTPUT_RETRIES,
         )
         try:
-            result = await agent.run(prompt, usage_limits=limits, toolsets=list(toolsets))
+            result = await agent.run(
+                prompt,
+                usage_limits=limits,
+                toolsets=list(toolsets),
+                message_history=list(history) or None,
+            )
         except StuckDetected as exc:
             raise AgentFailed(ErrorCode.AGENT_STUCK, str(exc)) from None
         except UsageLimitExceeded as exc:
-            raise self._over_limit(attempt, limits, exc) from None
+            raise self._over_limit(attempt, exc) from None
         except (ModelAuthenticationError, ModelNotFoundError) as exc:
             raise AgentFailed(
                 ErrorCode.LLM_NOT_CONFIGURED,
@@ -182,24 +204,30 @@ class BaseAgent(ABC, Generic[OutputT]):
             raise AgentFailed(
                 ErrorCode.LLM_ERROR, f"the model gave no usable answer: {_short(exc.message)}"
             ) from None
-        return result.output
+        return result.output, result.all_messages()
 
-    def _usage_limits(self, spec: TaskSpec) -> UsageLimits:
+    def _usage_limits(self, attempt: Attempt) -> UsageLimits:
+        """What is left of the attempt's budgets and the agent's limits for one more run."""
         from pydantic_ai import UsageLimits
 
         own = self.kit.config.limits_for(self.agent_type)
+        spec, used = attempt.spec, attempt.meter.total
+        tokens = None if spec.max_tokens is None else max(spec.max_tokens - used.total_tokens, 1)
+        cost = None
+        if spec.max_cost_usd is not None:
+            cost = Decimal(str(max(spec.max_cost_usd - used.cost_usd, 0.0)))
         return UsageLimits(
-            request_limit=own.max_requests,
-            tool_calls_limit=own.max_tool_calls,
-            total_tokens_limit=spec.max_tokens,
-            cost_limit=None if spec.max_cost_usd is None else Decimal(str(spec.max_cost_usd)),
+            request_limit=max(own.max_requests - used.requests, 0),
+            tool_calls_limit=max(own.max_tool_calls - used.tool_calls, 0),
+            total_tokens_limit=tokens,
+            cost_limit=cost,
         )
 
-    def _over_limit(
-        self, attempt: Attempt, limits: UsageLimits, exc: UsageLimitExceeded
-    ) -> AgentFailed:
-        """Say which limit stopped the attempt: a budget of the task, or the agent's own."""
+    def _over_limit(self, attempt: Attempt, exc: UsageLimitExceeded) -> AgentFailed:
+        """Say which limit stopped the attempt: a budget of the task, or the agent's own
+        (for all the runs of the attempt together)."""
         used, spec = attempt.meter.total, attempt.spec
+        own = self.kit.config.limits_for(self.agent_type)
         if spec.max_tokens is not None and used.total_tokens > spec.max_tokens:
             return AgentFailed(
                 ErrorCode.BUDGET_EXCEEDED,
@@ -215,13 +243,13 @@ class BaseAgent(ABC, Generic[OutputT]):
         if "request_limit" in exc.message:
             return AgentFailed(
                 ErrorCode.AGENT_STUCK,
-                f"no answer after {limits.request_limit} model requests "
+                f"no answer after {own.max_requests} model requests "
                 f"(limits.{self.agent_type}.max_requests in agents.yaml)",
             )
         if "tool_calls_limit" in exc.message:
             return AgentFailed(
                 ErrorCode.AGENT_STUCK,
-                f"no answer after {limits.tool_calls_limit} tool calls "
+                f"no answer after {own.max_tool_calls} tool calls "
                 f"(limits.{self.agent_type}.max_tool_calls in agents.yaml)",
             )
         return AgentFailed(ErrorCode.BUDGET_EXCEEDED, _short(exc.message))

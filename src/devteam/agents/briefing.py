@@ -48,8 +48,10 @@ def briefing(
         )
     if spec.attempt > 1:
         details.append(f"- attempt {spec.attempt}: an earlier attempt failed; start afresh")
-    if spec.metadata:
-        details.append(f"- metadata: {json.dumps(spec.metadata, ensure_ascii=False)}")
+    # Keys starting `__` are DevTeam's own (users cannot set them): not for the model.
+    metadata = {k: v for k, v in spec.metadata.items() if not k.startswith("__")}
+    if metadata:
+        details.append(f"- metadata: {json.dumps(metadata, ensure_ascii=False)}")
     parts.append("## Details\n" + "\n".join(details))
     if dependencies:
         rendered = [render_result(k, dependencies[k], limit) for k in sorted(dependencies)]

@@ -1,7 +1,8 @@
 """The agents' typed outputs: what a task's `result.output` holds, by agent type.
 
 `research` -> `ResearchReport`, `codebase_analyzer` -> `CodebaseReport`,
-`frontend` and `backend` -> `CodeChange`. Field docstrings become the JSON
+`frontend` and `backend` -> `CodeChange`, `reviewer` -> `Review`, `delivery` ->
+`Delivery`. Field docstrings become the JSON
 schema's descriptions, which the LLM reads when it fills the model in.
 """
 
@@ -164,6 +165,24 @@ class FileChange(Output):
     """The previous path of a renamed or copied file."""
 
 
+class CheckOutcome(Output):
+    """One check of the project (`.devteam.yaml` `checks`), run by DevTeam in the sandbox."""
+
+    name: str
+    command: str
+    exit_code: int
+    passed: bool
+    was_failing_before: bool = False
+    """The check failed on the base commit too: the change is not blamed for it."""
+    duration_s: float = 0.0
+    output_tail: str = ""
+    """The end of what the command printed (stdout and stderr together)."""
+
+    @property
+    def newly_failing(self) -> bool:
+        return not self.passed and not self.was_failing_before
+
+
 class CodeChange(Output):
     summary: str
     """What changed and why, for a reviewer."""
@@ -180,6 +199,19 @@ class CodeChange(Output):
     """Test files the change adds or changes."""
     follow_ups: list[str] = Field(default_factory=list)
     """Work left for later: what and why."""
+    checks: list[CheckOutcome] = Field(default_factory=list)
+    """The project's checks on the final change, as DevTeam ran them (not the model)."""
+    verified: bool = False
+    """Every check passes, or fails only as it did on the base commit."""
+    fix_rounds: int = 0
+    """Times failing checks were sent back to the model."""
+    verification: str = ""
+    """How the change was verified, or why it could not be (no checks, no sandbox)."""
+    revision: int = 1
+    """1 for the first change on `branch`; n for the (n-1)th revision after a review."""
+    delivery: Delivery | None = None
+    """For a task handed to the coder directly (no plan): its push, when the project's
+    `.devteam.yaml` asks for one."""
 
 
 class CoderReport(Output):
@@ -189,3 +221,63 @@ class CoderReport(Output):
     """What you changed and why, for a reviewer: the behaviour, the files, the tests."""
     follow_ups: list[str] = Field(default_factory=list)
     """Work you left for later, each with why."""
+
+
+# -- review ---------------------------------------------------------------------------------
+
+Verdict = Literal["approve", "request_changes"]
+Severity = Literal["info", "minor", "major", "critical"]
+
+
+class ReviewFinding(Output):
+    file: str
+    """The file the finding is about, relative to the repository root."""
+    line: int | None = None
+    """The line in the changed file, when the finding is about one."""
+    severity: Severity = "minor"
+    """`major` and `critical` findings must be fixed before the change is approved."""
+    message: str
+    """What is wrong and what to do about it."""
+
+
+class ReviewReport(Output):
+    """The reviewer's answer."""
+
+    verdict: Verdict
+    """`approve` when the change does the task, is tested and its checks pass (or fail only
+    as they did before); `request_changes` otherwise."""
+    summary: str
+    """The review in a few sentences, for the coder and the user."""
+    findings: list[ReviewFinding] = Field(default_factory=list)
+    """What to change, most important first; empty when there is nothing."""
+
+
+class Review(ReviewReport):
+    round: int = 1
+    """1 for the first review of the work, n for the review of its (n-1)th revision."""
+    reviewed: list[str] = Field(default_factory=list)
+    """The keys of the changes reviewed."""
+    branches: list[str] = Field(default_factory=list)
+    """The branches holding them."""
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+class PushedBranch(Output):
+    branch: str
+    commit: str
+    pull_request_url: str | None = None
+
+
+class Delivery(Output):
+    summary: str
+    delivered: bool
+    """The branches are on the remote (and their pull requests open, where configured)."""
+    remote: str | None = None
+    branches: list[PushedBranch] = Field(default_factory=list)
+    reason: str | None = None
+    """Why nothing was delivered: no delivery configured, checks red, review not approving."""
+
+
+CodeChange.model_rebuild()

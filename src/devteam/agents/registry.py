@@ -8,10 +8,12 @@ from typing import Any
 from devteam.agents.backend import BackendCoder
 from devteam.agents.base import AgentKit, BaseAgent
 from devteam.agents.codebase_analyzer import CodebaseAnalyzer
+from devteam.agents.delivery import DeliveryAgent
 from devteam.agents.frontend import FrontendCoder
 from devteam.agents.llm import LanguageModels
 from devteam.agents.prompts import PromptStore
 from devteam.agents.research import ResearchAgent
+from devteam.agents.reviewer import ReviewerAgent
 from devteam.agents.workspaces import Workspaces
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
@@ -24,6 +26,8 @@ AGENT_CLASSES: list[type[BaseAgent[Any]]] = [
     CodebaseAnalyzer,
     FrontendCoder,
     BackendCoder,
+    ReviewerAgent,
+    DeliveryAgent,
 ]
 
 
@@ -48,5 +52,6 @@ def build_agents(
         workspaces=build_workspaces(settings, config),
         config=config.agents,
         rules=rules or (lambda: config.team_leader),
+        verification=config.verification,
     )
     return {cls.agent_type: cls(kit) for cls in AGENT_CLASSES}

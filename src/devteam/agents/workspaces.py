@@ -6,7 +6,8 @@ A coder never works in that checkout: each attempt gets its own worktree
 `devteam/<task id>`, started from the project's current commit. Its change is
 committed on that branch; the worktree is removed after the attempt and the
 branch stays. A retried attempt starts over: the branch is reset to the new
-base. The user's checked-out branch, index and files are never touched.
+base. A revision after a review continues the earlier change's branch from its
+head (`Resume`). The user's checked-out branch, index and files are never touched.
 
 The worktree's files are the model's; its git directory
 (`<repo>/.git/worktrees/<name>`) and the repository's config are not. Every git
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,14 @@ class GitLink:
 
     text: bytes
     git_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """An earlier change that a new attempt continues (after a review asked for changes)."""
+
+    branch: str
+    base_commit: str
 
 
 class Worktree:
@@ -125,8 +134,20 @@ class Worktree:
             if origin.is_relative_to(self._untrusted):
                 raise WorkspaceTampered(f"git would read configuration from a worktree: {origin}")
 
-    async def finish(self, subject: str, body: str = "") -> ChangeSet:
-        """Commit everything the attempt changed on its branch; the change from the base."""
+    async def untracked(self) -> list[str]:
+        """Untracked, not ignored paths of the worktree (a new folder as one `dir/`)."""
+        listing = await git(
+            self.repository, "status", "--porcelain", "-z", "--untracked-files=normal"
+        )
+        return [entry[3:] for entry in listing.split("\0") if entry.startswith("?? ")]
+
+    async def finish(
+        self, subject: str, body: str = "", leave_out: Sequence[str] = ()
+    ) -> ChangeSet:
+        """Commit everything the attempt changed on its branch; the change from the base.
+
+        `leave_out`: untracked paths that are not the change (what the project's set-up
+        and checks left in the worktree)."""
         await self.verify()
         repo = self.repository
         ref = (await git(repo, "symbolic-ref", "-q", "HEAD", check=False)).strip()
@@ -135,7 +156,8 @@ class Worktree:
                 ErrorCode.AGENT_ERROR,
                 f"the worktree left its branch {self.branch} (HEAD is {ref or 'detached'})",
             )
-        await git(repo, "add", "--all")
+        excluded = [f":(exclude,literal,top){path}" for path in leave_out]
+        await git(repo, "add", "--all", "--", ".", *excluded)
         if not await succeeds(repo, "diff", *DIFF_OPTIONS, "--cached", "--quiet"):
             config = self._config
             await git(
@@ -257,18 +279,29 @@ class Workspaces:
         return f"{self.config.branch_prefix}{task_id}"
 
     @asynccontextmanager
-    async def worktree(self, repo: Path, task_id: UUID) -> AsyncIterator[Worktree]:
-        """A fresh worktree of `repo` at its current commit, removed on the way out."""
+    async def worktree(
+        self, repo: Path, task_id: UUID, *, resume: Resume | None = None
+    ) -> AsyncIterator[Worktree]:
+        """A fresh worktree of `repo` at its current commit, removed on the way out.
+
+        With `resume`, the worktree continues an earlier change instead: it is on
+        that change's branch at the branch's head, and its diff counts from the
+        change's base commit.
+        """
         project = Repository.checkout(repo)
-        base = await self._base_commit(project)
+        if resume is None:
+            base = start = await self._base_commit(project)
+            branch = self.branch_for(task_id)
+        else:
+            base, branch = resume.base_commit, resume.branch
+            start = await self._branch_head(project, branch)
         path = (self.worktrees / str(task_id)).resolve()
-        branch = self.branch_for(task_id)
         lock = self._locks.setdefault(repo, asyncio.Lock())
         async with lock:
             await self._remove(project, path)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                await git(project, "worktree", "add", "--quiet", "-B", branch, str(path), base)
+                await git(project, "worktree", "add", "--quiet", "-B", branch, str(path), start)
             except GitError as exc:
                 raise AgentFailed(
                     ErrorCode.AGENT_ERROR, f"cannot create the worktree: {exc.stderr}"
@@ -304,6 +337,35 @@ class Workspaces:
                 ErrorCode.AGENT_ERROR, f"git made the worktree at {path} with an unexpected .git"
             )
         return GitLink(text, git_dir)
+
+    @asynccontextmanager
+    async def snapshot(self, repo: Path, task_id: UUID, commit: str) -> AsyncIterator[Path]:
+        """A read-only look at `commit`: a detached worktree, removed on the way out."""
+        project = Repository.checkout(repo)
+        path = (self.worktrees / str(task_id)).resolve()
+        lock = self._locks.setdefault(repo, asyncio.Lock())
+        async with lock:
+            await self._remove(project, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                await git(project, "worktree", "add", "--quiet", "--detach", str(path), commit)
+            except GitError as exc:
+                raise AgentFailed(
+                    ErrorCode.AGENT_ERROR, f"cannot check out {commit}: {exc.stderr}"
+                ) from None
+        try:
+            yield path
+        finally:
+            await asyncio.shield(self._remove_locked(project, path, lock))
+
+    async def _branch_head(self, project: Repository, branch: str) -> str:
+        try:
+            ref = f"refs/heads/{branch}^{{commit}}"
+            return (await git(project, "rev-parse", "--verify", "--quiet", ref)).strip()
+        except GitError:
+            raise AgentFailed(
+                ErrorCode.VALIDATION_ERROR, f"the branch {branch} to continue does not exist"
+            ) from None
 
     async def _base_commit(self, project: Repository) -> str:
         try:

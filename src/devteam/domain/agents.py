@@ -13,6 +13,7 @@ from uuid import UUID
 
 from devteam.domain.enums import AgentType
 from devteam.domain.errors import DevTeamError, ErrorCode
+from devteam.domain.events import EventType
 from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 
 
@@ -40,6 +41,10 @@ class AgentContext(Protocol):
 
     def add_usage(self, usage: Usage) -> None:
         """Count usage as it happens, so a budget can stop the attempt early."""
+        ...
+
+    async def record(self, type: EventType, **data: Any) -> None:
+        """Record another event of the attempt (e.g. `check.completed`)."""
         ...
 
 

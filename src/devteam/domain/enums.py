@@ -29,6 +29,12 @@ class AgentType(StrEnum):
     CODEBASE_ANALYZER = "codebase_analyzer"
     FRONTEND = "frontend"
     BACKEND = "backend"
+    REVIEWER = "reviewer"
+    DELIVERY = "delivery"
+
+
+CODER_TYPES = frozenset({AgentType.FRONTEND, AgentType.BACKEND})
+"""Agent types whose output is a `CodeChange` on a git branch."""
 
 
 class Phase(StrEnum):
@@ -38,6 +44,7 @@ class Phase(StrEnum):
     ANALYSIS = "analysis"
     IMPLEMENTATION = "implementation"
     REVIEW = "review"
+    DELIVERY = "delivery"
 
     @property
     def order(self) -> int:

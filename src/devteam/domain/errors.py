@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"
     WORKSPACE_TAMPERED = "workspace_tampered"
+    CHECKS_FAILED = "checks_failed"
+    DELIVERY_FAILED = "delivery_failed"
     # Tool layer.
     CIRCUIT_OPEN = "circuit_open"
     TOOL_ERROR = "tool_error"

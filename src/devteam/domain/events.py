@@ -21,6 +21,8 @@ class EventType(StrEnum):
     TASK_PROGRESS = "task.progress"
     TOOL_CALL = "tool.call"
     TASK_RETRYING = "task.retrying"
+    CHECK_COMPLETED = "check.completed"
+    REVIEW_COMPLETED = "review.completed"
     TASK_COMPLETED = "task.completed"
     TASK_FAILED = "task.failed"
     TASK_CANCELLED = "task.cancelled"

@@ -35,7 +35,16 @@ DEFAULT_PHASE: dict[AgentType, Phase] = {
     AgentType.CODEBASE_ANALYZER: Phase.ANALYSIS,
     AgentType.FRONTEND: Phase.IMPLEMENTATION,
     AgentType.BACKEND: Phase.IMPLEMENTATION,
+    AgentType.REVIEWER: Phase.REVIEW,
+    AgentType.DELIVERY: Phase.DELIVERY,
 }
+
+
+REVIEW_ROUND_KEY = "__review_round"
+"""Metadata of a review subtask: which round of review it is (1 when absent)."""
+REVISION_KEY = "__revision"
+"""Metadata of a coder subtask that continues an earlier change after a review asked for
+changes: `{"of": key, "revision": n, "branch": ..., "base_commit": ..., "review": key}`."""
 
 
 def _strip_text(value: Any) -> Any:

@@ -43,6 +43,9 @@ class ExecutionContext:
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
 
+    async def record(self, type: EventType, **data: Any) -> None:
+        await self._emit(type, **data)
+
     async def _emit(self, type: EventType, **data: Any) -> None:
         subtask = None if self._task.parent_id is None else self._task.id
         data.setdefault("key", self._task.key)

@@ -6,6 +6,9 @@
 - Otherwise, with an LLM configured, the LLM proposes a typed `Plan`; the rules
   check it and their objections go back to the LLM for a bounded number of
   re-plans. With no LLM, the template of the task type in team_leader.yaml is used.
+- Template and LLM plans of the task types in `review.task_types` that change
+  code get a `reviewer` step after the implementation when they lack one, and,
+  when the task names a project, a `delivery` step after the review.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from devteam.domain.enums import AgentType, Phase, TaskStatus
+from devteam.domain.enums import CODER_TYPES, AgentType, Phase, TaskStatus
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import (
     MAX_SUBTASKS,
@@ -110,6 +113,56 @@ def template_plan(root: Task, config: TeamLeaderConfig) -> list[SubtaskRequest]:
     ]
 
 
+def with_review_and_delivery(
+    subtasks: Sequence[SubtaskRequest], root: Task, config: TeamLeaderConfig
+) -> list[SubtaskRequest]:
+    """The plan, with a review after its code changes and a delivery after the review,
+    for the task types in `review.task_types`."""
+    steps = list(subtasks)
+    if root.task_type not in config.review.task_types:
+        return steps
+    coders = [s.key for s in steps if s.agent_type in CODER_TYPES]
+    if not coders:
+        return steps
+    keys = {s.key for s in steps}
+    reviews = [s.key for s in steps if s.agent_type == AgentType.REVIEWER]
+    if not reviews:
+        key = _free_key("review", keys)
+        steps.append(
+            SubtaskRequest(
+                key=key,
+                agent_type=AgentType.REVIEWER,
+                phase=Phase.REVIEW,
+                task=_fit(f"Review the change, its tests and its checks: {root.task}"),
+                complexity=1,
+                depends_on=coders,
+            )
+        )
+        reviews = [key]
+    delivers = any(s.agent_type == AgentType.DELIVERY for s in steps)
+    if root.project_id is not None and not delivers:
+        steps.append(
+            SubtaskRequest(
+                key=_free_key("delivery", keys),
+                agent_type=AgentType.DELIVERY,
+                phase=Phase.DELIVERY,
+                task=_fit(f"Deliver the reviewed change: {root.task}"),
+                complexity=1,
+                depends_on=reviews,
+            )
+        )
+    return steps
+
+
+def _free_key(key: str, taken: set[str]) -> str:
+    candidate, n = key, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{key}-{n}"
+    taken.add(candidate)
+    return candidate
+
+
 def _fit(text: str) -> str:
     text = text.strip()
     if len(text) < 10:
@@ -154,7 +207,7 @@ class Planner:
             return PlanOutcome("direct")
         if self._model() is not None:
             return None
-        subtasks = template_plan(root, config)
+        subtasks = with_review_and_delivery(template_plan(root, config), root, config)
         if problems := violations(subtasks, config):
             raise PlanningFailed(
                 ErrorCode.VALIDATION_ERROR,
@@ -187,6 +240,7 @@ class Planner:
         @agent.output_validator
         async def follow_the_rules(ctx: RunContext[_PlannerDeps], plan: Plan) -> Plan:
             ctx.deps.attempts += 1
+            plan.subtasks = with_review_and_delivery(plan.subtasks, root, ctx.deps.config)
             if problems := violations(plan.subtasks, ctx.deps.config):
                 raise ModelRetry(
                     "The plan breaks these rules; send a corrected plan: " + "; ".join(problems)
@@ -229,7 +283,8 @@ def _planning_prompt(root: Task, config: TeamLeaderConfig) -> str:
         f"the subtasks' complexities add up to at most {config.complexity.budget_per_root}; "
         f"phases run in this order: {phases}; depends_on names keys of other subtasks "
         "and must not form a cycle; agent_type is one of research, codebase_analyzer, "
-        "frontend, backend."
+        "frontend, backend (a review and a delivery step are added after code changes "
+        "where the rules ask for them)."
     )
 
 

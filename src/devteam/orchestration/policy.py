@@ -27,6 +27,7 @@ from devteam.orchestration.rules.planning import (
     RouteByTaskType,
 )
 from devteam.orchestration.rules.retries import RetryFailedAttempts
+from devteam.orchestration.rules.review import SendRequestedChangesBack
 from devteam.orchestration.rules.scheduling import (
     LimitConcurrency,
     TimeOutQueueWait,
@@ -61,6 +62,7 @@ def default_policy() -> Policy:
             StopRootOverBudget(),
             PropagateCancellation(),
             StartParentWithFirstChild(),
+            SendRequestedChangesBack(),
             CompleteParentWhenChildrenComplete(),
             FailParentWhenChildFails(),
             FinishCancellation(),

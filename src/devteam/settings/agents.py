@@ -23,7 +23,9 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 PLANNER = "team_leader"
 """The key of the TeamLeader's planner in `models`."""
-ModelRole = Literal["research", "codebase_analyzer", "frontend", "backend", "team_leader"]
+ModelRole = Literal[
+    "research", "codebase_analyzer", "frontend", "backend", "reviewer", "team_leader"
+]
 
 MODEL_STRING = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?:\S+$")
 

@@ -62,6 +62,7 @@ class RetryConfig(ConfigModel):
             "agent_unavailable",
             "cancelled",
             "workspace_tampered",
+            "checks_failed",
         ]
     )
 
@@ -119,6 +120,15 @@ class PlannerConfig(ConfigModel):
     """task_type -> plan; the `default` template serves task types not listed."""
 
 
+class ReviewConfig(ConfigModel):
+    max_rounds: Annotated[int, Field(ge=0, le=10)] = 2
+    """Times a review that requests changes sends the work back to the coder; the review
+    after the last of them is final."""
+    task_types: list[str] = Field(default_factory=lambda: ["feature", "bugfix"])
+    """Plans of these task types (template or LLM) that change code get a review after the
+    implementation, and a delivery step after the review when the task names a project."""
+
+
 class TeamLeaderConfig(ConfigModel):
     complexity: ComplexityConfig = ComplexityConfig()
     routing: RoutingConfig = RoutingConfig()
@@ -131,3 +141,4 @@ class TeamLeaderConfig(ConfigModel):
     leases: LeasesConfig = LeasesConfig()
     stuck: StuckConfig = StuckConfig()
     planner: PlannerConfig = PlannerConfig()
+    review: ReviewConfig = ReviewConfig()

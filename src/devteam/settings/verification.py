@@ -46,5 +46,28 @@ class SandboxConfig(ConfigModel):
         return paths
 
 
+class VerifyConfig(ConfigModel):
+    max_fix_rounds: Annotated[int, Field(ge=0, le=20)] = 3
+    """Times a coder gets its newly failing checks back to fix them, within one attempt."""
+    require_green: bool = False
+    """A change still red after the last round fails with `checks_failed` (false: it
+    completes with `verified: false`, and is never delivered)."""
+    output_tail_chars: Annotated[int, Field(ge=200, le=100_000)] = 4000
+    """Of a check's output, the end kept in the result and sent back to the coder."""
+    run_setup: bool = True
+    """Run the project's `setup` commands in a coder's worktree before its checks."""
+
+
+class DeliveryServiceConfig(ConfigModel):
+    github_api_url: Annotated[str, Field(pattern=r"^https?://")] = "https://api.github.com"
+    """GitHub's REST API (GitHub Enterprise: `https://HOST/api/v3`)."""
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "GITHUB_TOKEN"
+    """The environment variable holding the token pull requests are opened with."""
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    """One request to the API."""
+
+
 class VerificationConfig(ConfigModel):
     sandbox: SandboxConfig = SandboxConfig()
+    verify: VerifyConfig = VerifyConfig()
+    delivery: DeliveryServiceConfig = DeliveryServiceConfig()

@@ -16,6 +16,7 @@ from devteam.broker.memory import MemoryBroker
 from devteam.broker.protocol import Broker
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
+from devteam.domain.events import EventType
 from devteam.domain.tasks import TaskResult, TaskSpec, Usage
 from devteam.mcp.manager import McpManager
 from devteam.settings import AppConfig, Settings, load_config
@@ -50,6 +51,7 @@ class RecordingContext:
         self.dependencies = dict(dependencies or {})
         self.progress_events: list[tuple[str, dict[str, Any]]] = []
         self.tool_events: list[dict[str, Any]] = []
+        self.events: list[tuple[EventType, dict[str, Any]]] = []
         self.usage = Usage()
 
     async def progress(self, message: str, **data: Any) -> None:
@@ -60,6 +62,9 @@ class RecordingContext:
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
+
+    async def record(self, type: EventType, **data: Any) -> None:
+        self.events.append((type, data))
 
 
 def make_spec(agent_type: AgentType, **overrides: Any) -> TaskSpec:

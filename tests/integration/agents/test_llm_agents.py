@@ -354,7 +354,7 @@ async def test_the_planner_plans_with_the_configured_model(
     outcome = await planner.plan(root, team.config.team_leader)
 
     assert outcome.source == "llm"
-    assert [s.key for s in outcome.subtasks] == ["analysis", "api"]
+    assert [s.key for s in outcome.subtasks] == ["analysis", "api", "review"]
     assert outcome.usage.requests == 1
     (request,) = fake_llm.requests
     assert request.messages[0]["content"].startswith("# TeamLeader: planning")

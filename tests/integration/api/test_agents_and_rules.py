@@ -57,7 +57,9 @@ async def test_agents_with_their_tools_output_schema_and_running_work(
         response = await client.get("/api/v1/agents", headers=viewer)
     assert response.status_code == 200, response.text
     agents = {a["agent_type"]: a for a in response.json()}
-    assert list(agents) == ["research", "codebase_analyzer", "frontend", "backend"]
+    assert list(agents) == [
+        "research", "codebase_analyzer", "frontend", "backend", "reviewer", "delivery"
+    ]  # fmt: skip
     analyzer = agents["codebase_analyzer"]
     assert analyzer["description"] == "Maps the codebase."
     assert analyzer["output_schema"]["title"] == "Report"
@@ -81,12 +83,18 @@ async def test_the_built_in_agents_are_listed(make_auth_client: Callable[..., An
         response = await client.get("/api/v1/agents", headers=headers)
     assert response.status_code == 200
     agents = {a["agent_type"]: a for a in response.json()}
-    assert set(agents) == {"research", "codebase_analyzer", "frontend", "backend"}
     assert {t: a["output_schema"]["title"] for t, a in agents.items()} == {
         "research": "ResearchReport",
         "codebase_analyzer": "CodebaseReport",
         "frontend": "CodeChange",
         "backend": "CodeChange",
+        "reviewer": "Review",
+        "delivery": "Delivery",
+    }
+    reviewer = {t["server"]: t["tools"] for t in agents["reviewer"]["tools"]}
+    assert reviewer == {
+        "workspace": ["python_symbols", "read_file", "search_text", "tree"],
+        "git": ["git_diff", "git_log", "git_show", "git_status"],
     }
     assert all(a["description"] for a in agents.values())
     servers = {tool["server"] for tool in agents["backend"]["tools"]}

@@ -47,6 +47,7 @@ from devteam.orchestration.rules.planning import (
     RouteByTaskType,
 )
 from devteam.orchestration.rules.retries import RetryFailedAttempts
+from devteam.orchestration.rules.review import SendRequestedChangesBack
 from devteam.orchestration.rules.scheduling import (
     LimitConcurrency,
     TimeOutQueueWait,
@@ -256,6 +257,21 @@ async def completing_the_last_child(env: EngineEnv) -> Any:
     return (await env.get(root)).status
 
 
+async def a_review_requesting_changes(env: EngineEnv) -> Any:
+    change = {"output_type": "CodeChange", "output": {"branch": "devteam/a", "base_commit": "0"}}
+    root, (_, review) = await env.tree(
+        {"status": S.IN_PROGRESS},
+        {"key": "a", "status": S.COMPLETED, "result": change},
+        {"key": "review", "status": S.IN_PROGRESS, "agent_type": AgentType.REVIEWER,
+         "phase": Phase.REVIEW, "deps": ["a"], **lease(env)},
+    )  # fmt: skip
+    verdict = {"verdict": "request_changes", "summary": "no", "findings": []}
+    await env.move(review, S.COMPLETED, result={"output_type": "Review", "output": verdict})
+    async with env.store.read() as tx:
+        children = await tx.tasks.children(root.id)
+    return (await env.get(root)).status, [c.key for c in children]
+
+
 async def failing_a_child_for_good(env: EngineEnv) -> Any:
     root, (child, sibling) = await env.tree(
         {"status": S.IN_PROGRESS},
@@ -359,6 +375,12 @@ WITHOUT: list[tuple[type[TaskRule], Scenario, Any, Any]] = [
         ["delegated", "pending"],
     ),
     (StartParentWithFirstChild, starting_the_first_child, S.IN_PROGRESS, S.DELEGATED),
+    (
+        SendRequestedChangesBack,
+        a_review_requesting_changes,
+        (S.IN_PROGRESS, ["a", "review", "a-r2", "review-r2"]),
+        (S.COMPLETED, ["a", "review"]),
+    ),
     (CompleteParentWhenChildrenComplete, completing_the_last_child, S.COMPLETED, S.IN_PROGRESS),
     (
         FailParentWhenChildFails,

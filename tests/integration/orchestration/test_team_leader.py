@@ -137,5 +137,6 @@ async def test_an_llm_planned_task_runs_to_completion(make_harness: Callable[...
     planned = next(e for e in events if e.type == EventType.TASK_PLANNED)
     assert planned.data["planner"] == "llm"
     assert planned.data["replans"] == 1
-    assert [s["key"] for s in planned.data["subtasks"]] == ["look", "build"]
+    # A feature's plan gets a review after the change (no project: no delivery step).
+    assert [s["key"] for s in planned.data["subtasks"]] == ["look", "build", "review"]
     assert done.usage.requests == 2  # the planner's LLM requests count on the task

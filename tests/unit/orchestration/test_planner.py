@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from devteam.domain.enums import AgentType, Phase
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import SubtaskRequest
 from devteam.orchestration.planner import Planner, PlanningFailed, build_subtasks
+from devteam.settings import load_config
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage.types import utcnow
 from tests.factories import make_task
@@ -53,7 +55,7 @@ async def test_a_simple_task_is_delegated_directly() -> None:
 
 async def test_without_an_llm_the_default_template_plans() -> None:
     outcome = await Planner().plan(
-        root(complexity=10, task="Add search to the product list"), CONFIG
+        root(complexity=10, task="Add search to the product list", task_type="chore"), CONFIG
     )
     assert outcome.source == "template"
     assert [(s.key, s.agent_type, s.effective_phase) for s in outcome.subtasks] == [
@@ -63,6 +65,38 @@ async def test_without_an_llm_the_default_template_plans() -> None:
     ]
     assert all("Add search to the product list" in s.task for s in outcome.subtasks)
     assert [s.complexity for s in outcome.subtasks] == [2, 2, 5]
+
+
+@pytest.mark.parametrize("project_id", [None, "shop"], ids=["no-project", "project"])
+async def test_feature_plans_get_a_review_after_implementation_and_a_delivery_after_it(
+    project_id: str | None,
+) -> None:
+    task = root(complexity=10, task="Add search to the product list", project_id=project_id)
+    outcome = await Planner().plan(task, CONFIG)
+    steps = [(s.key, s.agent_type, s.effective_phase, s.depends_on) for s in outcome.subtasks]
+    assert steps[2:] == [
+        ("implementation", AgentType.BACKEND, Phase.IMPLEMENTATION, ["research", "analysis"]),
+        ("review", AgentType.REVIEWER, Phase.REVIEW, ["implementation"]),
+    ] + ([("delivery", AgentType.DELIVERY, Phase.DELIVERY, ["review"])] if project_id else [])
+    assert outcome.subtasks[3].complexity == 1
+
+
+async def test_an_llm_plan_for_a_bugfix_gets_a_review_of_every_change() -> None:
+    plan = {
+        "subtasks": [
+            {"key": "api", "agent_type": "backend", "task": "Fix the API", "complexity": 3},
+            {"key": "page", "agent_type": "frontend", "task": "Fix the page", "complexity": 2},
+        ]
+    }
+    model, _ = scripted_planner(plan)
+    task = root(complexity=9, task_type="bugfix", project_id="shop")
+    outcome = await Planner(lambda: model).plan(task, CONFIG)
+    assert [(s.key, s.agent_type, s.depends_on) for s in outcome.subtasks] == [
+        ("api", AgentType.BACKEND, []),
+        ("page", AgentType.FRONTEND, []),
+        ("review", AgentType.REVIEWER, ["api", "page"]),
+        ("delivery", AgentType.DELIVERY, ["review"]),
+    ]
 
 
 async def test_templates_come_from_the_config_per_task_type() -> None:
@@ -135,7 +169,7 @@ async def test_an_llm_plan_that_breaks_the_rules_is_sent_back() -> None:
     outcome = await Planner(lambda: model).plan(root(complexity=9), CONFIG)
     assert outcome.source == "llm"
     assert outcome.replans == 1
-    assert [s.key for s in outcome.subtasks] == ["look", "build"]
+    assert [s.key for s in outcome.subtasks] == ["look", "build", "review"]
     assert outcome.rationale == "analyse, then build"
     assert outcome.usage.requests == 2
     # The second request carried the rule violations back to the model.
@@ -178,3 +212,21 @@ def test_subtasks_keep_the_plan_order_and_link_dependencies() -> None:
     assert (a.parent_id, a.root_id, a.priority, a.project_id) == (parent.id, parent.id, 7, "shop")
     assert a.phase == Phase.RESEARCH
     assert b.phase == Phase.IMPLEMENTATION
+
+
+@pytest.mark.parametrize(
+    ("task_type", "keys"),
+    [
+        ("feature", ["research", "analysis", "implementation", "review", "delivery"]),
+        ("bugfix", ["analysis", "implementation", "review", "delivery"]),
+    ],
+)
+async def test_the_shipped_templates_review_features_and_bugfixes(
+    task_type: str, keys: list[str]
+) -> None:
+    shipped = load_config(Path(__file__).resolve().parents[3] / "config").team_leader
+    task = root(complexity=7, task_type=task_type, project_id="shop", task="Fix the search page")
+    outcome = await Planner().plan(task, shipped)
+    assert [s.key for s in outcome.subtasks] == keys
+    review = next(s for s in outcome.subtasks if s.key == "review")
+    assert (review.agent_type, review.depends_on) == (AgentType.REVIEWER, ["implementation"])

@@ -173,8 +173,11 @@ class FailParentWhenChildFails(TaskRule):
 
 
 def gather_results(children: list[Task]) -> dict[str, Any]:
-    """A parent's result: each child's outcome, keyed by its plan key."""
+    """A parent's result: each child's outcome, keyed by its plan key; and, when the
+    children changed code, whether the changes are verified, the last review's verdict
+    and the delivery."""
     return {
+        **work_outcome(children),
         "subtasks": {
             (child.key or str(child.id)): {
                 "id": str(child.id),
@@ -184,8 +187,35 @@ def gather_results(children: list[Task]) -> dict[str, Any]:
                 "error": child.error.model_dump() if child.error else None,
             }
             for child in children
-        }
+        },
     }
+
+
+def work_outcome(children: list[Task]) -> dict[str, Any]:
+    """`verified` (every latest change passes its checks), `review` (the last verdict) and
+    `delivery` (pushed branches and pull requests), for the children that produced them."""
+    outputs = {
+        kind: [
+            c.result["output"]
+            for c in children
+            if c.result and c.result.get("output_type") == kind and c.result.get("output")
+        ]
+        for kind in ("CodeChange", "Review", "Delivery")
+    }
+    outcome: dict[str, Any] = {}
+    latest: dict[str, dict[str, Any]] = {}
+    for change in outputs["CodeChange"]:
+        branch = str(change.get("branch"))
+        if branch not in latest or change.get("revision", 1) > latest[branch].get("revision", 1):
+            latest[branch] = change
+    if latest:
+        outcome["verified"] = all(bool(c.get("verified")) for c in latest.values())
+    if outputs["Review"]:
+        last = max(outputs["Review"], key=lambda r: int(r.get("round", 1)))
+        outcome["review"] = {"verdict": last.get("verdict"), "round": last.get("round", 1)}
+    if outputs["Delivery"]:
+        outcome["delivery"] = outputs["Delivery"][-1]
+    return outcome
 
 
 def _error(code: str, message: str) -> dict[str, str]:
