@@ -18,6 +18,7 @@ from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
+from devteam.api.validation import HostileInputMiddleware
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability.logging import get_logger
@@ -119,6 +120,9 @@ def create_app(
     app.include_router(rules.router)
     app.include_router(websocket.router)
 
+    # Innermost: its 422 answers get the CORS headers; inside the body limit, it
+    # buffers no more than max_body_bytes.
+    app.add_middleware(HostileInputMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -52,8 +52,9 @@ from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
 
 from devteam.api.hub import EventHub
 from devteam.api.security import authenticate_websocket, bearer_token
+from devteam.api.validation import HostileInput, loads_strict
 from devteam.domain.errors import DevTeamError, ErrorCode, RateLimited, Unauthorized
-from devteam.domain.events import Event
+from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import WS_CONNECTIONS, WS_DROPS, WS_MESSAGES
@@ -104,7 +105,7 @@ class StreamState(StrEnum):
 class SubscribeIn(BaseModel):
     type: Literal["subscribe"]
     task_id: UUID
-    after: Annotated[StrictInt, Field(ge=0)] = 0
+    after: Annotated[StrictInt, Field(ge=0, le=MAX_SEQ)] = 0
     """Replay events with `seq` greater than this (the last `seq` the client has)."""
 
 
@@ -514,7 +515,11 @@ class Connection:
 
     async def _handle(self, text: str) -> None:
         try:
-            payload = json.loads(text)
+            payload = loads_strict(text, root="message")
+        except HostileInput as exc:
+            WS_MESSAGES.labels("in", "invalid").inc()
+            self.error(ErrorCode.BAD_REQUEST, f"{'.'.join(exc.loc)}: {exc.message}")
+            return
         except ValueError:
             WS_MESSAGES.labels("in", "invalid").inc()
             self.error(ErrorCode.BAD_REQUEST, "the message is not JSON")

@@ -20,6 +20,8 @@ from pydantic import (
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 
 METADATA_MAX_BYTES = 16 * 1024
+MAX_TOKENS = 2**63 - 1
+"""Token counts are 64-bit columns."""
 MAX_SUBTASKS = 50
 
 TaskText = Annotated[str, Field(min_length=10, max_length=10_000)]
@@ -55,7 +57,7 @@ def _reserved_keys(value: Any, path: str = "") -> list[str]:
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: Annotated[StrictInt, Field(gt=0)] | None = None
+    max_tokens: Annotated[StrictInt, Field(gt=0, le=MAX_TOKENS)] | None = None
     """Input plus output tokens over every LLM request of the task and its subtasks."""
     max_cost_usd: Annotated[float, Field(gt=0, le=100_000)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
