@@ -16,6 +16,7 @@ from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
+from devteam.api.openapi_rules import install_openapi_rules
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import audit, auth, health, mcp, metrics, rules, tasks, users
 from devteam.api.validation import HostileInputMiddleware
@@ -109,6 +110,7 @@ def create_app(
         ],
     )
     install_error_handlers(app)
+    install_openapi_rules(app, app_config.security.passwords)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from devteam.domain.enums import Role
-from tests.auth import add_user, assert_error, bearer, login
+from tests.auth import FAST_PASSWORDS, add_user, assert_error, bearer, login, security_config
 from tests.live import receive, send
 
 TASK = "Add a /healthz endpoint with a test"
@@ -230,6 +230,28 @@ async def test_method_not_allowed_lists_every_allowed_method(
     async with make_auth_client() as (_, client):
         tasks = await client.put("/api/v1/tasks")
         user = await client.delete(f"/api/v1/users/{uuid.uuid4()}")
+        # /users/me is not a /users/{user_id}: it has no PATCH.
+        me = await client.patch("/api/v1/users/me", json={"role": "admin"})
     assert_error(tasks, 405, "method_not_allowed")
     assert tasks.headers["allow"] == "GET, POST"
     assert user.headers["allow"] == "GET, PATCH"
+    assert_error(me, 405, "method_not_allowed")
+    assert me.headers["allow"] == "GET"
+
+
+async def test_openapi_documents_400_422_and_the_password_rules(
+    make_auth_client: Callable[..., Any],
+) -> None:
+    passwords = FAST_PASSWORDS.model_copy(update={"min_length": 14, "max_length": 99})
+    async with make_auth_client(config=security_config(passwords=passwords)) as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" in responses, f"{method} {path}"
+            assert ("400" in responses) == ("requestBody" in operation), f"{method} {path}"
+    bad_body = spec["paths"]["/api/v1/tasks"]["post"]["responses"]["400"]
+    example = next(iter(bad_body["content"]["application/json"]["examples"].values()))
+    assert example["value"]["error"]["code"] == "bad_request"
+    password = spec["components"]["schemas"]["UserCreate"]["properties"]["password"]
+    assert (password["minLength"], password["maxLength"]) == (14, 99)

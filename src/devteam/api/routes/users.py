@@ -152,7 +152,7 @@ async def create_user(
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:uuid}",
     summary="One user",
     description="Any user for an admin; otherwise only the caller's own account.",
     response_model=UserOut,
@@ -171,7 +171,7 @@ async def read_user(user_id: UUID, caller: CurrentUser, security: SecurityDep) -
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:uuid}",
     summary="Change a user's role or deactivate them (admin)",
     description=(
         "Role changes apply to the user's next request. Deactivating ends the user's "
