@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
@@ -19,6 +20,22 @@ from devteam.domain.users import User
 from devteam.security import Principal, authorize_owned
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+class NotMe(Convertor[str]):
+    """Any path segment but `me`: `/users/me` is the caller's own account, so `PATCH
+    /users/me` is a 405 (with `Allow: GET`), not a malformed `/users/{user_id}`."""
+
+    regex = "(?!me$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("not_me", NotMe())
 
 _USER_EXAMPLE: dict[str, Any] = {
     "id": "0b5f3c9e-6f1c-4a8e-9d7a-2f4b1e6c8a10",
@@ -152,7 +169,7 @@ async def create_user(
 
 
 @router.get(
-    "/{user_id:uuid}",
+    "/{user_id:not_me}",
     summary="One user",
     description="Any user for an admin; otherwise only the caller's own account.",
     response_model=UserOut,
@@ -171,7 +188,7 @@ async def read_user(user_id: UUID, caller: CurrentUser, security: SecurityDep) -
 
 
 @router.patch(
-    "/{user_id:uuid}",
+    "/{user_id:not_me}",
     summary="Change a user's role or deactivate them (admin)",
     description=(
         "Role changes apply to the user's next request. Deactivating ends the user's "

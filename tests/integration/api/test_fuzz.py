@@ -1,0 +1,160 @@
+"""A bounded schemathesis run against the app: no 5xx, and every answer as documented.
+
+Every operation of the OpenAPI document is called with generated data, valid
+(positive) and invalid (negative), once as an admin and once with no token, on
+SQLite and the in-process broker. Each answer must not be a 5xx and must match
+the document: a documented status code, content type, headers and body schema;
+invalid data must be refused with a 4xx. The run is derandomized (the same cases
+each time) and small enough for every `pytest` run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from devteam.app import create_app
+from devteam.domain.enums import Role
+from devteam.security.accounts import Accounts
+from devteam.security.audit import Auditor
+from devteam.security.passwords import Passwords
+from devteam.settings import AppConfig, Settings
+from devteam.settings.security import RateLimitsConfig
+from devteam.storage import Database, Store
+from tests import servers
+from tests.auth import PASSWORD, security_config
+
+MAX_EXAMPLES = 12
+"""Per operation, mode and caller: about 1000 requests in all, well under a minute."""
+
+NOT_FUZZED = {
+    # Prometheus's text format, not JSON: there is no body schema to hold it to,
+    # and its content is this process's counters.
+    ("GET", "/metrics"),
+}
+"""The WebSocket (`/api/v1/ws`) is not in the OpenAPI document at all; its hostile
+messages are tested in test_hostile_input.py."""
+
+ADMIN_ONLY_SKIPPED = {
+    # It ends the session whose token the admin run calls everything else with;
+    # the run with no token still calls it.
+    ("POST", "/api/v1/auth/logout"),
+}
+
+UNLIMITED = RateLimitsConfig(
+    api_per_user="1000000/minute",
+    login_per_ip="1000000/minute",
+    login_per_username="1000000/minute",
+)
+"""So the run reaches the operations instead of answering 429 after 100 requests."""
+
+RUN = hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,  # no .hypothesis folder in the repository
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: the report names the case
+    suppress_health_check=list(HealthCheck),
+    print_blob=False,
+)
+
+
+def _create_admin(database_url: str, config: AppConfig) -> None:
+    async def create() -> None:
+        store = Store(Database(database_url))
+        try:
+            accounts = Accounts(store, Passwords(config.security.passwords))
+            await accounts.create(
+                "fuzz-admin", PASSWORD, Role.ADMIN, auditor=Auditor(store), actor="test"
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+
+
+@pytest.fixture
+def api(
+    make_settings: Callable[..., Settings], sqlite_template: Path, tmp_path: Path
+) -> Iterator[tuple[schemathesis.schemas.BaseSchema, str]]:
+    """The app's schema, loaded from the running app, and an admin's access token."""
+    database_url = servers.copy_sqlite(sqlite_template, tmp_path / "fuzz.db")
+    config = security_config(rate_limits=UNLIMITED)
+    _create_admin(database_url, config)
+    settings = make_settings(database_url=database_url, jwt_secret="fuzz-" + "x" * 40)
+    app = create_app(settings, config, executors=False)
+    st_config = SchemathesisConfig()
+    # A NUL character is refused everywhere (test_hostile_input.py), as the API's
+    # description says; generating it would only ever test that refusal.
+    st_config.projects.default.generation.update(allow_x00=False)
+    try:
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=st_config)
+        with asgi.get_client(app) as client:
+            login = client.post(
+                "/api/v1/auth/token", data={"username": "fuzz-admin", "password": PASSWORD}
+            )
+        assert login.status_code == 200, login.text
+        yield schema, login.json()["access_token"]
+    finally:
+        asgi.shutdown_lifespans()
+
+
+def _has_inputs(operation: Any) -> bool:
+    """Whether negative data can be made: an operation with no input has none."""
+    return any(
+        len(part) for part in (operation.path_parameters, operation.query, operation.headers)
+    ) or bool(operation.body)
+
+
+def _fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> None:
+    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+    @RUN
+    def run(case: Any) -> None:
+        # Valid data may still break a rule no schema can say (an unknown project, a
+        # dependency cycle in a plan, a taken username): a 422 there is right.
+        case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+
+    run()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("caller", ["admin", "anonymous"])
+def test_every_operation_answers_as_documented(
+    api: tuple[schemathesis.schemas.BaseSchema, str], caller: str
+) -> None:
+    schema, token = api
+    headers = {"Authorization": f"Bearer {token}"} if caller == "admin" else {}
+    skipped = NOT_FUZZED | (ADMIN_ONLY_SKIPPED if caller == "admin" else set())
+    failures: dict[str, str] = {}
+    tested = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if (operation.method.upper(), operation.path) in skipped:
+            continue
+        tested += 1
+        modes = [GenerationMode.POSITIVE]
+        if _has_inputs(operation):
+            modes.append(GenerationMode.NEGATIVE)
+        for mode in modes:
+            name = f"{operation.method.upper()} {operation.path} ({mode.value})"
+            try:
+                _fuzz(operation, mode, headers)
+            except Unsatisfiable:
+                continue  # no invalid value exists for its inputs (e.g. only an enum header)
+            except Exception as exc:
+                failures[name] = str(exc)
+    assert tested >= 20, "the document lists every operation"
+    assert not failures, "\n\n".join(f"== {name}\n{text}" for name, text in failures.items())
