@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
 from starlette.convertors import Convertor, register_url_convertor
 
 from devteam.api.docs import error_responses
@@ -85,11 +85,13 @@ class UserCreate(BaseModel):
 
 class UserUpdate(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"role": "operator"}]}
+        extra="forbid",
+        # An empty body changes nothing: at least one field (the validator below).
+        json_schema_extra={"examples": [{"role": "operator"}], "minProperties": 1},
     )
 
     role: Role | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
     """False deactivates the account and ends its sessions."""
 
     @model_validator(mode="after")
