@@ -2,10 +2,13 @@
 
 Every operation of the OpenAPI document is called with generated data, valid
 (positive) and invalid (negative), once as an admin and once with no token, on
-SQLite and the in-process broker. Each answer must not be a 5xx and must match
-the document: a documented status code, content type, headers and body schema;
-invalid data must be refused with a 4xx. The run is derandomized (the same cases
-each time) and small enough for every `pytest` run.
+SQLite and the in-process broker, in schemathesis's three phases: the
+documented examples, coverage (boundary values and each way to break a
+constraint, deterministic) and fuzzing (random cases). Each answer must not be a
+5xx and must match the document: a documented status code, content type, headers
+and body schema, `Allow` on a 405; invalid data must be refused with a 4xx. The
+run is derandomized (the same cases each time) and small enough for every
+`pytest` run (about 1000 requests per caller).
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import FailureGroup
+from schemathesis.generation.hypothesis.builder import (
+    HypothesisTestConfig,
+    HypothesisTestMode,
+    create_test,
+)
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -37,7 +44,7 @@ from tests import servers
 from tests.auth import PASSWORD, security_config
 
 MAX_EXAMPLES = 12
-"""Per operation, mode and caller: about 1000 requests in all, well under a minute."""
+"""Random cases per operation and caller in the fuzzing phase (coverage adds its own)."""
 
 NOT_FUZZED = {
     # Prometheus's text format, not JSON: there is no body schema to hold it to,
@@ -111,22 +118,18 @@ def api(
         asgi.shutdown_lifespans()
 
 
-def _has_inputs(operation: Any) -> bool:
-    """Whether negative data can be made: an operation with no input has none."""
-    return any(
-        len(part) for part in (operation.path_parameters, operation.query, operation.headers)
-    ) or bool(operation.body)
+def _fuzz(operation: Any, headers: dict[str, str]) -> None:
+    """Run the three phases on one operation (as schemathesis's pytest plugin builds them)."""
 
-
-def _fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> None:
-    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-    @RUN
-    def run(case: Any) -> None:
+    def call(case: Any) -> None:
         # Valid data may still break a rule no schema can say (an unknown project, a
         # dependency cycle in a plan, a taken username): a 422 there is right.
         case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 
-    run()
+    config = HypothesisTestConfig(
+        project=operation.schema.config, modes=list(HypothesisTestMode), settings=RUN
+    )
+    create_test(operation=operation, test_func=call, config=config)()
 
 
 @pytest.mark.slow
@@ -145,16 +148,9 @@ def test_every_operation_answers_as_documented(
         if (operation.method.upper(), operation.path) in skipped:
             continue
         tested += 1
-        modes = [GenerationMode.POSITIVE]
-        if _has_inputs(operation):
-            modes.append(GenerationMode.NEGATIVE)
-        for mode in modes:
-            name = f"{operation.method.upper()} {operation.path} ({mode.value})"
-            try:
-                _fuzz(operation, mode, headers)
-            except Unsatisfiable:
-                continue  # no invalid value exists for its inputs (e.g. only an enum header)
-            except Exception as exc:
-                failures[name] = str(exc)
+        try:
+            _fuzz(operation, headers)
+        except (Exception, FailureGroup) as exc:  # a FailureGroup is a BaseExceptionGroup
+            failures[f"{operation.method.upper()} {operation.path}"] = str(exc)
     assert tested >= 20, "the document lists every operation"
     assert not failures, "\n\n".join(f"== {name}\n{text}" for name, text in failures.items())
