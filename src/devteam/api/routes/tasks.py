@@ -358,7 +358,7 @@ def _decode_task_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         created_at = datetime.fromisoformat(position["created_at"])
         if created_at.tzinfo is None:
-            raise ValueError("a cursor's time has its offset")
+            raise ValueError("a cursor's time carries its UTC offset")
         return created_at.astimezone(UTC), UUID(position["id"])
     except (ValueError, OverflowError):
         raise ValidationFailed(
