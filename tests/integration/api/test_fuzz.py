@@ -22,6 +22,7 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 from schemathesis.generation.hypothesis.builder import (
@@ -106,6 +107,9 @@ def api(
     # A NUL character is refused everywhere with 422 (test_hostile_input.py), as each
     # operation's documented 422 says; generating it would only ever test that refusal.
     st_config.projects.default.generation.update(allow_x00=False)
+    # Hypothesis keeps caches (constants, Unicode tables) even without a database;
+    # they go to the test's folder, not a .hypothesis folder in the repository.
+    set_hypothesis_home_dir(tmp_path / "hypothesis")
     try:
         schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=st_config)
         with asgi.get_client(app) as client:
@@ -116,6 +120,7 @@ def api(
         yield schema, login.json()["access_token"]
     finally:
         asgi.shutdown_lifespans()
+        set_hypothesis_home_dir(None)
 
 
 def _fuzz(operation: Any, headers: dict[str, str]) -> None:
