@@ -264,8 +264,19 @@ async def test_user_update_takes_what_its_schema_says(make_auth_client: Callable
         number = await client.patch(
             f"/api/v1/users/{user.id}", json={"is_active": 0}, headers=headers
         )
+        nulls = await client.patch(
+            f"/api/v1/users/{user.id}", json={"is_active": None, "role": "viewer"}, headers=headers
+        )
         spec = (await client.get("/openapi.json")).json()
         still = await client.get(f"/api/v1/users/{user.id}", headers=headers)
-    assert_refused(number, "is_active")
+    for refused in (number, nulls):
+        assert_error(refused, 422, "validation_error")
+        fields = {d["field"].split(".")[0] for d in refused.json()["error"]["details"]}
+        assert fields == {"is_active"}, refused.text
     assert still.json()["is_active"] is True
-    assert spec["components"]["schemas"]["UserUpdate"]["minProperties"] == 1
+    assert still.json()["role"] == "developer"
+    update = spec["components"]["schemas"]["UserUpdate"]
+    assert update["minProperties"] == 1
+    assert update["properties"]["is_active"] == {"type": "boolean", "title": "Is Active"} | {
+        k: v for k, v in update["properties"]["is_active"].items() if k == "description"
+    }

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 from starlette.convertors import Convertor, register_url_convertor
 
 from devteam.api.docs import error_responses
@@ -90,9 +99,17 @@ class UserUpdate(BaseModel):
         json_schema_extra={"examples": [{"role": "operator"}], "minProperties": 1},
     )
 
-    role: Role | None = None
-    is_active: StrictBool | None = None
+    # Leave a field out to keep it; null is not a value of either (nor in the schema).
+    role: Role | SkipJsonSchema[None] = None
+    is_active: StrictBool | SkipJsonSchema[None] = None
     """False deactivates the account and ends its sessions."""
+
+    @field_validator("role", "is_active", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave the field out instead of sending null")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> UserUpdate:
