@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -26,10 +27,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DEVTEAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def unavailable(reason: str) -> None:
-    """Skip (locally) or fail (in CI) because a server the test needs is missing."""
+def unavailable(reason: str) -> NoReturn:
+    """Skip (locally) or fail (in CI) because a server or tool the test needs is missing."""
     if IN_CI:
-        pytest.fail(f"{reason} (CI=true: servers must be running)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: the servers and tools must be there)", pytrace=False)
     pytest.skip(reason)
 
 

@@ -17,6 +17,7 @@ from devteam.api import websocket
 from devteam.api.errors import install_error_handlers
 from devteam.api.hub import EventHub
 from devteam.api.middleware import BodyLimitMiddleware, EdgeMiddleware
+from devteam.api.openapi_rules import install_openapi_rules
 from devteam.api.outages import OutageMiddleware
 from devteam.api.routes import agents as agents_routes
 from devteam.api.routes import (
@@ -34,6 +35,7 @@ from devteam.api.routes import (
 )
 from devteam.api.routes import projects as projects_routes
 from devteam.api.swagger import install_docs, operation_id
+from devteam.api.validation import HostileInputMiddleware
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability import tracing
@@ -161,6 +163,7 @@ def create_app(
     install_error_handlers(app)
     install_docs(app)
     tracing.instrument_app(app)
+    install_openapi_rules(app, app_config.security.passwords)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(sign_in.router)
@@ -177,6 +180,9 @@ def create_app(
     app.include_router(ui.router)
     app.include_router(projects_routes.router)
 
+    # Innermost: its 422 answers get the CORS headers; inside the body limit, it
+    # buffers no more than max_body_bytes.
+    app.add_middleware(HostileInputMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

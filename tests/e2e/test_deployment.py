@@ -1,8 +1,9 @@
 """The deployment files: Dockerfile, compose files, scripts, and how they fit monitoring/.
 
 Nothing here needs a Docker daemon. The compose files are validated by
-`docker compose config` (or the standalone `docker-compose`) where one is
-installed, and skip with the reason where none is (in CI too: CI needs no Docker).
+`docker compose config` (or the standalone `docker-compose`), the scripts by
+shellcheck. Without the tool these checks skip with the reason locally, and fail
+in CI (`CI=true`), where `.ci/run` installs both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests import servers
 from tests.prometheus import MONITORING
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,15 +43,20 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
-def compose_command() -> list[str] | None:
-    """Docker Compose v2 (the docker plugin), else the standalone docker-compose."""
+def compose_command() -> list[str]:
+    """Docker Compose v2 (the docker plugin), else the standalone docker-compose.
+
+    Skips (locally) or fails (in CI) when neither is installed.
+    """
     for command in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) is None:
             continue
         done = subprocess.run([*command, "version"], capture_output=True, timeout=30)
         if done.returncode == 0:
             return command
-    return None
+    servers.unavailable(
+        "Docker Compose is not installed (neither `docker compose` nor docker-compose)"
+    )
 
 
 def bash(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,7 +78,7 @@ def test_scripts_parse_and_are_executable(script: Path) -> None:
 
 def test_shellcheck_finds_nothing() -> None:
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+        servers.unavailable("shellcheck is not installed (apt-get install shellcheck)")
     checked = subprocess.run(
         ["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True, timeout=60
     )
@@ -208,8 +215,6 @@ def test_the_stack_is_wired_as_prometheus_and_grafana_expect() -> None:
 @pytest.mark.parametrize("compose_file", [COMPOSE, MONITORING_COMPOSE], ids=lambda p: p.name)
 def test_compose_validates_the_file(compose_file: Path) -> None:
     command = compose_command()
-    if command is None:
-        pytest.skip("Docker Compose is not installed (neither `docker compose` nor docker-compose)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVTEAM_", "POSTGRES_"))}
     checked = subprocess.run(
         [*command, "-p", "devteam", "-f", str(compose_file), "config", "--quiet"],
@@ -223,8 +228,6 @@ def test_compose_validates_the_file(compose_file: Path) -> None:
 
 def test_compose_refuses_the_stack_without_its_secrets() -> None:
     command = compose_command()
-    if command is None:
-        pytest.skip("Docker Compose is not installed (neither `docker compose` nor docker-compose)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVTEAM_", "POSTGRES_"))}
     env.update(SECRETS)
     del env["DEVTEAM_JWT_SECRET"]

@@ -12,7 +12,11 @@ import binascii
 import json
 from typing import Any
 
+from devteam.api.validation import loads_strict
 from devteam.domain.errors import ValidationFailed
+
+MAX_POSITION = 2**63 - 1
+"""Numbers in a cursor fit a 64-bit column."""
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -24,7 +28,7 @@ def decode_cursor(cursor: str, expected: dict[str, type]) -> dict[str, Any]:
     """The position in `cursor`, whose keys and value types must be `expected`."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        position = json.loads(raw)
+        position = loads_strict(raw, root="cursor")
     except (binascii.Error, ValueError):
         raise _invalid() from None
     if not isinstance(position, dict) or set(position) != set(expected):
@@ -32,6 +36,8 @@ def decode_cursor(cursor: str, expected: dict[str, type]) -> dict[str, Any]:
     for key, kind in expected.items():
         value = position[key]
         if not isinstance(value, kind) or isinstance(value, bool):
+            raise _invalid()
+        if isinstance(value, int) and not 0 <= value <= MAX_POSITION:
             raise _invalid()
     return position
 

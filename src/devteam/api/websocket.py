@@ -51,6 +51,7 @@ from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
 from devteam.api.follow import EventFollower
 from devteam.api.hub import EventHub
 from devteam.api.security import authenticate_websocket, bearer_token
+from devteam.api.validation import HostileInput, loads_strict
 from devteam.domain.errors import (
     DevTeamError,
     ErrorCode,
@@ -59,7 +60,7 @@ from devteam.domain.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from devteam.domain.events import Event
+from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import WS_CONNECTIONS, WS_DROPS, WS_MESSAGES
@@ -108,7 +109,7 @@ class StreamState(StrEnum):
 class SubscribeIn(BaseModel):
     type: Literal["subscribe"]
     task_id: UUID
-    after: Annotated[StrictInt, Field(ge=0)] = 0
+    after: Annotated[StrictInt, Field(ge=0, le=MAX_SEQ)] = 0
     """Replay events with `seq` greater than this (the last `seq` the client has)."""
 
 
@@ -448,7 +449,11 @@ class Connection:
 
     async def _handle(self, text: str) -> None:
         try:
-            payload = json.loads(text)
+            payload = loads_strict(text, root="message")
+        except HostileInput as exc:
+            WS_MESSAGES.labels("in", "invalid").inc()
+            self.error(ErrorCode.BAD_REQUEST, f"{'.'.join(exc.loc)}: {exc.message}")
+            return
         except ValueError:
             WS_MESSAGES.labels("in", "invalid").inc()
             self.error(ErrorCode.BAD_REQUEST, "the message is not JSON")

@@ -9,6 +9,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_SEQ = 2**31 - 1
+"""The largest event `seq` (a 32-bit column); an `after` beyond it is refused."""
+
 
 class EventType(StrEnum):
     TASK_CREATED = "task.created"

@@ -21,6 +21,8 @@ from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.webhooks import Webhook
 
 METADATA_MAX_BYTES = 16 * 1024
+MAX_TOKENS = 2**63 - 1
+"""Token counts are 64-bit columns."""
 MAX_SUBTASKS = 50
 
 TaskText = Annotated[str, Field(min_length=10, max_length=10_000)]
@@ -65,7 +67,7 @@ def _reserved_keys(value: Any, path: str = "") -> list[str]:
 class Budget(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
-    max_tokens: Annotated[StrictInt, Field(gt=0)] | None = None
+    max_tokens: Annotated[StrictInt, Field(gt=0, le=MAX_TOKENS)] | None = None
     """Input plus output tokens over every LLM request of the task and its subtasks."""
     max_cost_usd: Annotated[float, Field(gt=0, le=100_000)] | None = None
     """LLM cost in US dollars over the task and its subtasks."""

@@ -152,9 +152,12 @@ export_at_zero(RETENTION_RUNS, [("ok",), ("error",)])
 
 
 def route_label(scope: MutableMapping[str, Any]) -> str:
-    """The matched route's template (never the raw path, which would be unbounded)."""
+    """The matched route's template (never the raw path, which would be unbounded).
+
+    `path_format` names a parameter without its convertor (`/users/{user_id}`).
+    """
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,7 +22,7 @@ from devteam.api.security import AuditorDep, CurrentUser, SecurityDep, require
 from devteam.domain.audit import AuditOutcome
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
-from devteam.domain.events import Event
+from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_APPROVE, TASKS_CANCEL, TASKS_READ, Permission
 from devteam.domain.tasks import Budget, Task, TaskError, TaskRequest, TaskSummary, Usage
 from devteam.orchestration.team_leader import Within
@@ -395,8 +395,11 @@ async def list_tasks(
 def _decode_task_cursor(cursor: str) -> tuple[datetime, UUID]:
     position = decode_cursor(cursor, {"created_at": str, "id": str})
     try:
-        return datetime.fromisoformat(position["created_at"]), UUID(position["id"])
-    except ValueError:
+        created_at = datetime.fromisoformat(position["created_at"])
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time carries its UTC offset")
+        return created_at.astimezone(UTC), UUID(position["id"])
+    except (ValueError, OverflowError):
         raise ValidationFailed(
             "cursor: not a cursor from a previous page",
             details=[
@@ -437,7 +440,7 @@ async def read_events(
     task_id: UUID,
     caller: CurrentUser,
     store: StoreDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventPage:
     async with store.read() as tx:

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from starlette.convertors import Convertor, register_url_convertor
 
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
@@ -19,6 +29,22 @@ from devteam.domain.users import User
 from devteam.security import Principal, authorize_owned
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+class NotMe(Convertor[str]):
+    """Any path segment but `me`: `/users/me` is the caller's own account, so `PATCH
+    /users/me` is a 405 (with `Allow: GET`), not a malformed `/users/{user_id}`."""
+
+    regex = "(?!me$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("not_me", NotMe())
 
 _USER_EXAMPLE: dict[str, Any] = {
     "id": "0b5f3c9e-6f1c-4a8e-9d7a-2f4b1e6c8a10",
@@ -81,13 +107,22 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(
         use_attribute_docstrings=True,
         extra="forbid",
-        json_schema_extra={"examples": [{"role": "operator"}]},
+        # An empty body changes nothing: at least one field (the validator below).
+        json_schema_extra={"examples": [{"role": "operator"}], "minProperties": 1},
     )
 
-    role: Role | None = None
+    # Leave a field out to keep it; null is not a value of either (nor in the schema).
+    role: Role | SkipJsonSchema[None] = None
     """A new role; omitted: unchanged."""
-    is_active: bool | None = None
+    is_active: StrictBool | SkipJsonSchema[None] = None
     """False deactivates the account and ends its sessions."""
+
+    @field_validator("role", "is_active", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave the field out instead of sending null")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> UserUpdate:
@@ -166,7 +201,7 @@ async def create_user(
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:not_me}",
     summary="One user",
     description="Any user for an admin; otherwise only the caller's own account.",
     response_model=UserOut,
@@ -185,7 +220,7 @@ async def read_user(user_id: UUID, caller: CurrentUser, security: SecurityDep) -
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:not_me}",
     summary="Change a user's role or deactivate them (admin)",
     description=(
         "Role changes apply to the user's next request. Deactivating ends the user's "

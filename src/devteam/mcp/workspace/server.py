@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, BinaryIO, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -106,8 +108,29 @@ def _os_error(exc: OSError, tools: WorkspaceTools | None) -> str:
     return f"{problem}: {name if not name.is_absolute() else name.name}"
 
 
-def _is_binary(path: Path) -> bool:
-    with path.open("rb") as file:
+def _open_regular(path: Path, shown: str | None = None) -> BinaryIO:
+    """Open a regular file for reading; a FIFO, device or socket is a tool error.
+
+    Opened without blocking (a FIFO with no writer would block an ordinary open
+    forever) and checked again on the open descriptor, so nothing can swap the
+    file between the check and the read.
+    """
+    shown = shown or path.name
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ToolError(f"{shown} is not a regular file (a FIFO, device or socket)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ToolError(f"{shown} is not a regular file (a FIFO, device or socket)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_binary(path: Path, shown: str | None = None) -> bool:
+    with _open_regular(path, shown) as file:
         return b"\x00" in file.read(BINARY_PROBE_BYTES)
 
 
@@ -157,7 +180,7 @@ class WorkspaceTools:
                 yield f"{shown}/"
                 if depth > 1:
                     yield from self._walk_tree(child, depth - 1, include_hidden)
-            else:
+            elif child.is_file():  # FIFOs, devices and sockets are left out
                 yield shown
 
     @_tool_errors
@@ -178,13 +201,14 @@ class WorkspaceTools:
         target = self.root.resolve(path)
         if target.is_dir():
             raise IsADirectoryError(0, "is a folder", path)
-        if _is_binary(target):
+        if _is_binary(target, path):
             raise ToolError(f"{path} is a binary file")
         cap = self.limits.max_read_bytes
         chunks: list[str] = []
         size = 0
         number = 0
-        with target.open(encoding="utf-8", errors="replace", newline="") as file:
+        raw = _open_regular(target, path)
+        with io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as file:
             for number, line in enumerate(file, start=1):
                 if number < start_line:
                     continue
@@ -319,10 +343,13 @@ class WorkspaceTools:
             ):
                 continue
             try:
-                if file.stat().st_size > self.limits.max_search_file_bytes or _is_binary(file):
+                if file.stat().st_size > self.limits.max_search_file_bytes or _is_binary(
+                    file, shown
+                ):
                     continue
-                text = file.read_text(encoding="utf-8", errors="replace")
-            except OSError:
+                with _open_regular(file, shown) as raw:
+                    text = raw.read().decode("utf-8", errors="replace")
+            except (OSError, ToolError):
                 continue
             for number, line in enumerate(text.splitlines(), start=1):
                 if regex.search(line):
@@ -337,7 +364,10 @@ class WorkspaceTools:
             yield start
             return
         if not start.is_dir():
-            raise FileNotFoundError(0, "no such file or folder", self.root.relative(start))
+            shown = self.root.relative(start)
+            if start.exists():
+                raise ToolError(f"{shown} is not a regular file (a FIFO, device or socket)")
+            raise FileNotFoundError(0, "no such file or folder", shown)
         for directory, folders, files in os.walk(start, followlinks=False):
             folders[:] = sorted(
                 f for f in folders if f not in SKIPPED_DIRS and not f.startswith(".")
@@ -345,8 +375,8 @@ class WorkspaceTools:
             for name in sorted(files):
                 file = Path(directory, name)
                 # Symlinked files are the tree's business; searching them would repeat
-                # their targets or reach outside.
-                if not name.startswith(".") and not file.is_symlink():
+                # their targets or reach outside. FIFOs, devices and sockets are skipped.
+                if not name.startswith(".") and not file.is_symlink() and file.is_file():
                     yield file
 
     @_tool_errors
@@ -357,9 +387,10 @@ class WorkspaceTools:
         target = self.root.resolve(path)
         if target.is_dir():
             raise IsADirectoryError(0, "is a folder", path)
-        if target.stat().st_size > self.limits.max_search_file_bytes:
-            raise ToolError(f"{path} is too large to parse here")
-        source = target.read_text(encoding="utf-8", errors="replace")
+        with _open_regular(target, path) as raw:
+            if os.fstat(raw.fileno()).st_size > self.limits.max_search_file_bytes:
+                raise ToolError(f"{path} is too large to parse here")
+            source = raw.read().decode("utf-8", errors="replace")
         try:
             return python_symbols(source, filename=path)
         except SyntaxError as exc:
