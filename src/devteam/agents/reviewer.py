@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any
-
-from pydantic_ai.toolsets import AbstractToolset
+from typing import TYPE_CHECKING, Any
 
 from devteam.agents.base import Attempt, BaseAgent
 from devteam.agents.briefing import briefing
@@ -23,6 +21,9 @@ from devteam.domain.agents import AgentFailed
 from devteam.domain.enums import AgentType
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import REVIEW_ROUND_KEY, TaskResult
+
+if TYPE_CHECKING:
+    from pydantic_ai.toolsets import AbstractToolset
 
 OUTPUT_TAIL_CHARS = 2_000
 """Of each check's output, the end shown to the reviewer."""
