@@ -37,6 +37,7 @@ from devteam.client import (
     AsyncClient,
     ClientError,
     Event,
+    PlanResult,
     SessionEnded,
     Task,
     Tokens,
@@ -373,6 +374,7 @@ def print_task(console: Console, task: Task, *, full: bool = False) -> None:
     console.print(_usage_line(task.usage), markup=False)
     if task.subtasks:
         table = Table("KEY", "AGENT", "PHASE", "STATUS", "TRY", box=None)
+        table.add_column("TASK", no_wrap=True, overflow="ellipsis", max_width=60)
         for sub in task.subtasks:
             table.add_row(
                 sub.key or "-",
@@ -380,12 +382,16 @@ def print_task(console: Console, task: Task, *, full: bool = False) -> None:
                 sub.phase or "-",
                 _status_text(sub.status),
                 str(sub.attempt),
+                _one_line(sub.task, 60),
             )
         console.print(table)
     if task.error:
         console.print(Text.assemble((task.error.code, "red"), f": {task.error.message}"))
     result = task.result
     if result is None:
+        return
+    if isinstance(result, PlanResult):
+        print_plan_result(console, result)
         return
     if result.summary:
         console.print(f"result: {result.summary}", markup=False)
@@ -394,6 +400,27 @@ def print_task(console: Console, task: Task, *, full: bool = False) -> None:
         console.print(Text(f"{kind}:", style="bold"))
         for line in render_output(result.output):
             console.print(line, markup=False)
+
+
+def print_plan_result(console: Console, result: PlanResult) -> None:
+    """A planned task's outcome: verification, review, delivery, and each subtask's summary."""
+    if result.verified is not None:
+        console.print(
+            Text.assemble(
+                "verified: ",
+                ("yes", "green") if result.verified else ("no", "yellow"),
+            )
+        )
+    if result.review:
+        verdict = result.review.get("verdict", "?")
+        console.print(f"review: {verdict} (round {result.review.get('round', 1)})", markup=False)
+    if result.delivery:
+        console.print(f"delivery: {result.delivery.get('summary', '')}", markup=False)
+    for key, outcome in result.subtasks.items():
+        summary = (outcome.result or {}).get("summary") or (
+            outcome.error.message if outcome.error else ""
+        )
+        console.print(f"{key}: {_one_line(str(summary), 160)}", markup=False)
 
 
 def render_output(output: dict[str, Any]) -> list[str]:

@@ -51,8 +51,10 @@ __all__ = [
     "ClientError",
     "Event",
     "MemoryTokenStore",
+    "PlanResult",
     "Project",
     "SessionEnded",
+    "SubtaskOutcome",
     "Task",
     "TaskPage",
     "TaskRequest",
@@ -116,6 +118,34 @@ class Unreachable(ClientError):
 # -- models -----------------------------------------------------------------------------
 
 
+class SubtaskOutcome(BaseModel):
+    """One subtask's outcome inside its parent's result."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    id: UUID
+    agent_type: AgentType | None = None
+    status: TaskStatus
+    result: dict[str, Any] | None = None
+    """The subtask's own result (`output` is its typed output as JSON)."""
+    error: TaskError | None = None
+
+
+class PlanResult(BaseModel):
+    """The result of a planned task: its subtasks' outcomes by plan key, and, when they
+    changed code, whether the changes are verified, the last review and the delivery."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    subtasks: dict[str, SubtaskOutcome]
+    verified: bool | None = None
+    """Every latest change passes its checks (or fails only as on its base commit)."""
+    review: dict[str, Any] | None = None
+    """The last review's `verdict` and `round`."""
+    delivery: dict[str, Any] | None = None
+    """Pushed branches and pull requests, when the project delivers."""
+
+
 class Task(BaseModel):
     """A task as the API returns it (`GET /api/v1/tasks/{id}`), with its typed result."""
 
@@ -143,8 +173,9 @@ class Task(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    result: TaskResult | None
-    """The agent's result once completed: `output` is its typed output as JSON."""
+    result: TaskResult | PlanResult | None
+    """An agent's result once completed (`output` is its typed output as JSON), or, for a
+    planned task, its subtasks' outcomes (`PlanResult`)."""
     error: TaskError | None
     usage: Usage
     subtasks: list[TaskSummary] = []

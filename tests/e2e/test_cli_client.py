@@ -164,7 +164,15 @@ async def test_login_submit_watch_list_show_and_exit_codes(
     assert logged_in.code == 0, logged_in.stderr
     assert logged_in.stdout == f"logged in to {server.url} as {user.username} (developer)\n"
     stored = json.loads(cli.credentials.read_text())
-    assert set(stored) == {"url", "username", "access_token", "refresh_token", "expires_at"}
+    assert set(stored) == {
+        "url",
+        "username",
+        "access_token",
+        "refresh_token",
+        "expires_at",
+        "sso",
+    }
+    assert stored["sso"] is False
     assert PASSWORD not in cli.credentials.read_text()
     assert stat.S_IMODE(cli.credentials.stat().st_mode) == 0o600
     assert stat.S_IMODE(cli.credentials.parent.stat().st_mode) == 0o700

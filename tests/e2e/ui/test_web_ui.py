@@ -279,7 +279,8 @@ async def test_a_planned_task_shows_its_tree_and_typed_results(
     # A source whose address is not a web address stays text.
     assert await result.get_by_role("link", name="not a link").count() == 0
     await result.get_by_text("A FastAPI service with one router and pytest tests.").wait_for()
-    await result.get_by_role("region", name="Diff of app/main.py").wait_for()
+    # The implementation's change, and its revisions' where a review asked for them.
+    await result.get_by_role("region", name="Diff of app/main.py").first.wait_for()
     await accessible(page)
 
     # A subtask has its own page, with its own events only.
@@ -377,13 +378,14 @@ async def test_a_viewer_sees_no_buttons_they_may_not_use(
     await page.get_by_text("Your role may read tasks but not submit them.").wait_for()
 
 
-async def test_admin_pages_and_projects_without_their_api(
-    ui_server: UiServer, page: Any, accessible: Any
-) -> None:
+async def test_admin_pages_and_projects(ui_server: UiServer, page: Any, accessible: Any) -> None:
     admin = await ui_server.user(Role.ADMIN)
     await log_in(page, ui_server, admin.username)
     await page.get_by_role("link", name="Projects").click()
-    await page.get_by_text("No projects API").wait_for()
+    # The repository placed in the workspaces folder by hand is listed, ready.
+    row = page.locator("tr", has=page.get_by_role("cell", name="orders", exact=True))
+    await row.get_by_text("ready").wait_for()
+    await page.get_by_label("Git URL").wait_for()  # admins may add one
     await accessible(page)
 
     await page.get_by_role("link", name="Users").click()

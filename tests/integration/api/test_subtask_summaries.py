@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from devteam.cli_client import print_task
+from devteam.client import Task as ClientTask
 from tests.fakes.agents import ScriptBook, Step
 from tests.live import events_until_end, receive, send
 
@@ -72,7 +73,7 @@ async def test_subtask_summaries_carry_key_and_task_everywhere(
         assert event["data"]["task"] == TEXT[event["data"]["key"]]
 
     console = Console(width=200, record=True)
-    print_task(console, task)
+    print_task(console, ClientTask.model_validate(task))
     table = console.export_text()
     for key, text in TEXT.items():
         line = next(line for line in table.splitlines() if line.strip().startswith(key))
