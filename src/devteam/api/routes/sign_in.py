@@ -120,9 +120,14 @@ class ProviderTokensOut(BaseModel):
         )
 
 
-def _provider(security: SecurityDep) -> OidcAuthenticator:
+async def _provider(security: SecurityDep, request: Request) -> OidcAuthenticator:
+    """The identity provider, for a call that goes to it: counted like a login attempt
+    from the caller's address (404 without single sign-on)."""
     if security.oidc is None:
         raise NotFound("single sign-on is not configured here")
+    await security.rate_limiter.hit(
+        RateLimitScope.LOGIN_IP, request_origin(request).client_ip or "unknown"
+    )
     return security.oidc
 
 
@@ -169,10 +174,7 @@ async def exchange_provider_code(
     """For the web UI's sign-in (authorization code with PKCE). The tokens are checked
     like any bearer token before they are handed over, so a user with no role gets 403
     here, not after."""
-    oidc = _provider(security)
-    await security.rate_limiter.hit(
-        RateLimitScope.LOGIN_IP, request_origin(request).client_ip or "unknown"
-    )
+    oidc = await _provider(security, request)
     tokens = await oidc.exchange_code(body.code, body.code_verifier, body.redirect_uri)
     await security.authenticate(
         tokens.access_token, auditor=security.auditor.bind(request_origin(request))
@@ -196,8 +198,5 @@ async def refresh_provider_tokens(
     body: ProviderRefreshIn, security: SecurityDep, request: Request
 ) -> ProviderTokensOut:
     """Renew the web UI's single sign-on tokens with the provider's refresh token."""
-    oidc = _provider(security)
-    await security.rate_limiter.hit(
-        RateLimitScope.LOGIN_IP, request_origin(request).client_ip or "unknown"
-    )
+    oidc = await _provider(security, request)
     return ProviderTokensOut.of(await oidc.refresh(body.refresh_token))

@@ -22,6 +22,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from devteam.api.access import readable_task
 from devteam.api.deps import ServicesDep
 from devteam.api.docs import error_responses
 from devteam.api.follow import EventFollower
@@ -29,11 +30,11 @@ from devteam.api.hub import EventHub
 from devteam.api.security import CurrentUser, bearer_token
 from devteam.api.websocket import event_text
 from devteam.domain.enums import TERMINAL_STATUSES
-from devteam.domain.errors import ErrorCode, NotFound, Unauthorized
+from devteam.domain.errors import ErrorCode, Unauthorized
 from devteam.domain.events import Event, EventType
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
-from devteam.security import Principal, Security, authorize_owned
+from devteam.security import Principal, Security
 from devteam.storage import Store
 
 log = get_logger(__name__)
@@ -115,13 +116,7 @@ async def _open(
 ) -> tuple[TaskEventStream, UUID]:
     """The stream of a task the caller may read (404 otherwise, as for reading the task)."""
     async with store.read() as tx:
-        task = await tx.tasks.get(task_id)
-        root = task
-        if task is not None and task.parent_id is not None:
-            root = await tx.tasks.get(task.root_id)
-    if task is None or root is None:
-        raise NotFound(f"task {task_id} not found")
-    authorize_owned(caller, root.created_by, TASKS_READ, resource=f"task {task_id}")
+        task, root = await readable_task(tx, caller, task_id)
     stream = TaskEventStream(store, hub, task_id, after)
     stream.target(root.id, task.id if task.parent_id is not None else None)
     return stream, root.created_by

@@ -15,6 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from devteam.api.access import readable_task, task_and_root
 from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
@@ -210,29 +211,16 @@ _NOT_FOUND = (ErrorCode.NOT_FOUND, f"task {_ROOT_ID} not found")
 _READ_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.RATE_LIMITED)
 
 
-async def _load(tx: UnitOfWork, task_id: UUID) -> tuple[Task, Task] | None:
-    """The task and its root task, or None."""
-    task = await tx.tasks.get(task_id)
-    if task is None:
-        return None
-    root = task if task.parent_id is None else await tx.tasks.get(task.root_id)
-    return (task, root) if root is not None else None
-
-
 async def _readable(store: Store, caller: Principal, task_id: UUID) -> tuple[Task, list[Task]]:
     """The task and its subtasks, or 404 when it does not exist or the caller may not read it."""
     async with store.read() as tx:
-        found = await _load(tx, task_id)
-        if found is None:
-            raise NotFound(f"task {task_id} not found")
-        task, root = found
-        authorize_owned(caller, root.created_by, TASKS_READ, resource=f"task {task_id}")
+        task, _ = await readable_task(tx, caller, task_id)
         return task, await tx.tasks.children(task.id)
 
 
 async def _owner_of(store: Store, task_id: UUID) -> UUID:
     async with store.read() as tx:
-        found = await _load(tx, task_id)
+        found = await task_and_root(tx, task_id)
     if found is None:
         raise NotFound(f"task {task_id} not found")
     return found[1].created_by
@@ -444,7 +432,7 @@ async def read_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventPage:
     async with store.read() as tx:
-        found = await _load(tx, task_id)
+        found = await task_and_root(tx, task_id)
         if found is None:
             raise NotFound(f"task {task_id} not found")
         task, root = found

@@ -12,15 +12,14 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from devteam.api.access import readable_task
 from devteam.api.deps import StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.routes.tasks import TaskOut
 from devteam.api.security import CurrentUser
-from devteam.domain.errors import ErrorCode, NotFound
-from devteam.domain.permissions import TASKS_READ
+from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import Task
 from devteam.domain.webhooks import Webhook, WebhookDelivery
-from devteam.security import authorize_owned
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -91,12 +90,6 @@ async def list_webhook_deliveries(
     task_id: UUID, caller: CurrentUser, store: StoreDep
 ) -> WebhookDeliveries:
     async with store.read() as tx:
-        task = await tx.tasks.get(task_id)
-        root = task
-        if task is not None and task.parent_id is not None:
-            root = await tx.tasks.get(task.root_id)
-        if task is None or root is None:
-            raise NotFound(f"task {task_id} not found")
-        authorize_owned(caller, root.created_by, TASKS_READ, resource=f"task {task_id}")
+        task, _ = await readable_task(tx, caller, task_id)
         deliveries = await tx.webhooks.for_task(task.id)
     return WebhookDeliveries(webhook=task.webhook, items=deliveries)
