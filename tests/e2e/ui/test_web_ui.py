@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from devteam.domain.enums import Role
 from devteam.security.ratelimit import RateLimitScope
@@ -203,7 +204,7 @@ async def test_reject_a_plan(ui_server: UiServer, page: Any) -> None:
     await page.get_by_text("Reject…").click()
     await page.get_by_label("Why (optional)").fill("billing still uses it")
     await page.get_by_role("button", name="Reject plan").click()
-    await status_of(page).filter(has_text=TERMINAL).wait_for()
+    await status_of(page).filter(has_text=TERMINAL).wait_for(timeout=30_000)
     assert await page.get_by_role("button", name="Approve plan").count() == 0
 
 
@@ -491,6 +492,9 @@ async def test_usable_from_the_keyboard(ui_server: UiServer, page: Any) -> None:
     assert await focused() == "Submit a task"
     await page.keyboard.press("Enter")
     await page.get_by_role("heading", name="Submit a task").wait_for()
+    # The form is built once the agent types and projects are known; then the task's
+    # text field has the focus.
+    await expect(page.locator("[name=task]")).to_be_focused()
     await page.keyboard.type("Add request ids to the access log")
     for _ in range(2):  # past the type, to the agent
         await page.keyboard.press("Tab")
@@ -498,7 +502,7 @@ async def test_usable_from_the_keyboard(ui_server: UiServer, page: Any) -> None:
     await page.keyboard.press("Shift+Tab")
     assert await page.evaluate("document.activeElement.name") == "task_type"
     await page.keyboard.press("Enter")  # submits the form from a text field
-    await status_of(page).filter(has_text=TERMINAL).wait_for()
+    await status_of(page).filter(has_text=TERMINAL).wait_for(timeout=30_000)
 
 
 async def test_login_offers_passwords_only_without_single_sign_on(
