@@ -155,7 +155,8 @@ class Outbox:
     """
 
     def __init__(self, capacity: int, slack: int) -> None:
-        self._items: deque[tuple[str, Payload]] = deque()
+        self.items: deque[tuple[str, Payload]] = deque()
+        """(kind, payload), oldest first: read it, change it only through the methods."""
         self._capacity = capacity
         self._hard_limit = capacity + slack
         self._not_empty = asyncio.Event()
@@ -163,27 +164,27 @@ class Outbox:
         self._has_room.set()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     @property
     def room(self) -> int:
         """Events that fit now, without waiting."""
-        return self._capacity - len(self._items)
+        return self._capacity - len(self.items)
 
     def offer_events(self, texts: list[Payload]) -> None:
         """Queue events that fit now (the caller checked `room`)."""
         for text in texts:
-            self._items.append(("event", text))
+            self.items.append(("event", text))
         self._not_empty.set()
 
     async def put_event(self, text: Payload, timeout: float) -> bool:
         """Queue an event; False when no room came within `timeout` seconds."""
-        if len(self._items) < self._capacity:
+        if len(self.items) < self._capacity:
             self._push("event", text)
             return True
         try:
             async with asyncio.timeout(timeout):
-                while len(self._items) >= self._capacity:
+                while len(self.items) >= self._capacity:
                     self._has_room.clear()
                     await self._has_room.wait()
         except TimeoutError:
@@ -193,34 +194,34 @@ class Outbox:
 
     def put_control(self, kind: str, message: Payload) -> bool:
         """Queue a control message; False when even the slack is used up."""
-        if len(self._items) >= self._hard_limit:
+        if len(self.items) >= self._hard_limit:
             return False
         self._push(kind, message)
         return True
 
     def _push(self, kind: str, text: Payload) -> None:
-        self._items.append((kind, text))
+        self.items.append((kind, text))
         self._not_empty.set()
 
     async def get(self) -> tuple[str, Payload]:
-        while not self._items:
+        while not self.items:
             self._not_empty.clear()
             await self._not_empty.wait()
-        item = self._items.popleft()
-        if len(self._items) < self._capacity:
+        item = self.items.popleft()
+        if len(self.items) < self._capacity:
             self._has_room.set()
         return item
 
     async def wait(self) -> None:
         """Until something is queued."""
-        while not self._items:
+        while not self.items:
             self._not_empty.clear()
             await self._not_empty.wait()
 
     def take_all(self) -> list[tuple[str, Payload]]:
         """Everything queued, oldest first, leaving the outbox empty."""
-        items = list(self._items)
-        self._items.clear()
+        items = list(self.items)
+        self.items.clear()
         self._has_room.set()
         return items
 
@@ -244,12 +245,16 @@ def event_text(event: Event) -> str:
 
 EVENT_FRAMES = 4096
 """Event messages kept as encoded frames, per subscribed task, for the next subscriptions."""
-_event_frames: dict[tuple[UUID, UUID], bytes] = {}
+_event_frames: dict[tuple[str, int], bytes] = {}
 
 
-def event_frame(task_id: UUID, event: Event, prefix: str) -> bytes:
-    """The frame of `event` as sent to the subscriptions of `task_id`, encoded once."""
-    key = (task_id, event.id)
+def event_frame(event: Event, prefix: str) -> bytes:
+    """The frame of `event` as sent to the subscriptions with this `prefix`, encoded once.
+
+    The prefix names the subscribed task, whose root numbers its events: (prefix,
+    seq) names one message (and hashes faster than the event's id).
+    """
+    key = (prefix, event.seq)
     frame = _event_frames.get(key)
     if frame is None:
         if len(_event_frames) >= EVENT_FRAMES:
@@ -328,7 +333,7 @@ class TaskStream(EventFollower):
 
     def _message(self, event: Event) -> Payload:
         if self.connection.frames is not None:
-            return event_frame(self.task_id, event, self._prefix)
+            return event_frame(event, self._prefix)
         return self._prefix + event_text(event) + "}"
 
     async def _run(self) -> None:
@@ -435,11 +440,11 @@ class Connection:
         them and the transport is below its high-water mark; False otherwise.
         """
         writer = self.frames
-        if writer is None or self.outbox or not writer.writable:
+        if writer is None or self.outbox.items or not writer.writable:
             return False
         if frames:
-            writer.write(b"".join(frames))  # type: ignore[arg-type]  # frames are bytes here
-            _sent("event").inc(len(frames))
+            writer.write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[arg-type]
+            _count_written(len(frames))
         return True
 
     def error(self, code: str, message: str, task_id: UUID | None = None) -> None:
@@ -629,6 +634,24 @@ def _sent(kind: str) -> Any:
     if counter is None:
         counter = _SENT[kind] = WS_MESSAGES.labels("out", kind)
     return counter
+
+
+_written = 0
+"""Events written straight to transports, not yet added to the counter."""
+
+
+def _count_written(count: int) -> None:
+    """Count written events, adding them to the counter once per turn of the event loop."""
+    global _written
+    if not _written:
+        asyncio.get_running_loop().call_soon(_flush_written)
+    _written += count
+
+
+def _flush_written() -> None:
+    global _written
+    count, _written = _written, 0
+    _sent("event").inc(count)
 
 
 def _task_id_of(payload: Any) -> UUID | None:

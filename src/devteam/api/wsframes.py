@@ -65,7 +65,14 @@ class FrameWriter:
     @property
     def writable(self) -> bool:
         """Open and below the transport's high-water mark: a write will not pile up."""
-        return self._protocol.writable.is_set() and self.open
+        protocol = self._protocol
+        return (
+            protocol.writable.is_set()
+            and protocol.handshake_complete
+            and not protocol.close_sent
+            and not protocol.disconnected
+            and not protocol.transport.is_closing()
+        )
 
     async def drained(self) -> None:
         """Wait until the transport drops below its low-water mark (or the connection ends)."""
