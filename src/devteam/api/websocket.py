@@ -68,6 +68,7 @@ from devteam.domain.errors import (
 )
 from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_READ
+from devteam.domain.tasks import Task
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import WS_CONNECTIONS, WS_DROPS, WS_MESSAGES
 from devteam.security import Principal, Security
@@ -373,11 +374,19 @@ class TaskStream(EventFollower):
 
     async def _authorize(self) -> bool:
         """Look the task up; False when it does not exist or the caller may not read it."""
-        async with self.connection.store.read() as tx:
-            task = await tx.tasks.get(self.task_id)
-            root = task
-            if task is not None and task.parent_id is not None:
-                root = await tx.tasks.get(task.root_id)
+        store = self.connection.store
+        task_id = self.task_id
+
+        async def look_up() -> tuple[Task | None, Task | None]:
+            async with store.read() as tx:
+                task = await tx.tasks.get(task_id)
+                root = task
+                if task is not None and task.parent_id is not None:
+                    root = await tx.tasks.get(task.root_id)
+            return task, root
+
+        # The subscribers of one task, connecting together, share the look-up.
+        task, root = await self.connection.hub.reads.read(("task", task_id), look_up)
         if task is None or root is None:
             return False
         self.owner = root.created_by
