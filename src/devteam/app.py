@@ -36,6 +36,7 @@ from devteam.api.routes import (
 from devteam.api.routes import projects as projects_routes
 from devteam.api.swagger import install_docs, operation_id
 from devteam.api.validation import HostileInputMiddleware
+from devteam.api.wsframes import FrameProtocol
 from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType
 from devteam.observability import tracing
@@ -250,6 +251,9 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "forwarded_allow_ips": list(settings.forwarded_allow_ips),
         "server_header": False,
         "ws_max_size": settings.ws_max_message_bytes,
+        # uvicorn's sans-I/O WebSocket implementation, letting the fan-out write frames
+        # it encoded once straight to each connection (api/wsframes.py).
+        "ws": FrameProtocol,
     }
     values.update(overrides)
     return uvicorn.Config(app, **values)

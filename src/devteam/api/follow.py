@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from devteam.api.hub import EventHub, Listening
@@ -97,12 +98,22 @@ class EventFollower:
             limit = REPLAY_PAGE if until is None else min(REPLAY_PAGE, until - self.last)
             if limit <= 0:
                 return
-            async with self.store.read() as tx:
-                page = await tx.events.list_after(self.root_id, self.last, limit)
+            page: list[Event] = await self.hub.reads.read(
+                ("events", self.root_id, self.last, limit), self._page(self.root_id, limit)
+            )
             for event in page:
                 await self._send(event)
             if len(page) < limit:
                 return
+
+    def _page(self, root_id: UUID, limit: int) -> Callable[[], Awaitable[list[Event]]]:
+        after = self.last
+
+        async def query() -> list[Event]:
+            async with self.store.read() as tx:
+                return await tx.events.list_after(root_id, after, limit)
+
+        return query
 
     async def follow(self) -> None:
         """Deliver live events as they come; returns only once `pause` is set."""

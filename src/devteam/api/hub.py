@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 from uuid import UUID
 
 from devteam.broker.protocol import Broker, Subscription
@@ -65,11 +66,59 @@ class Listening:
             await self._hub._leave(self._channel, self._listener)
 
 
+class SharedReads:
+    """The same read, asked by many followers at once, made once: one in flight per key.
+
+    A caller joins the read that has not started yet, or starts one when none
+    waits; a read starts only once the previous one of its key is done. So every
+    read that serves a caller starts after the caller asked for it: a follower
+    that listened to live events before asking misses nothing between the two.
+    A thousand subscribers of one task, connecting together, cost a few queries
+    instead of a thousand.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[Hashable, asyncio.Future[Any]] = {}
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def read(self, key: Hashable, query: Callable[[], Awaitable[Any]]) -> Any:
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            with contextlib.suppress(Exception):
+                return await asyncio.shield(waiting)
+            return await query()  # the shared read failed: try on our own
+        mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = mine
+        try:
+            running = self._running.get(key)
+            if running is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(running)
+            del self._waiting[key]
+            self._running[key] = mine
+            result = await query()
+        except BaseException as exc:
+            if self._waiting.get(key) is mine:
+                del self._waiting[key]
+            # Whoever joined reads on its own (a cancellation is only ours).
+            mine.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            mine.exception()  # retrieved: nobody may have joined
+            raise
+        else:
+            mine.set_result(result)
+            return result
+        finally:
+            if self._running.get(key) is mine:
+                del self._running[key]
+
+
 class EventHub:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._channels: dict[UUID, _Channel] = {}
         self._closed = False
+        self.reads = SharedReads()
+        """Replay pages and task look-ups shared by the followers of this process."""
 
     @property
     def channels(self) -> int:

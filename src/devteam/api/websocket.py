@@ -8,9 +8,13 @@ The protocol is in docs/api.md. How this server keeps its promises:
   streams what arrived live, dropping every event whose `seq` it already sent and
   filling any gap from the table.
 - **Fan-out costs little per subscriber.** Each event is serialized once for all
-  the subscriptions that send it, and while a subscription is idle and in order,
-  the hub's callback queues the next events straight into the connection's
-  outbox, without waking the subscription's task.
+  the subscriptions that send it (under `devteam serve`, as a whole WebSocket
+  frame: api/wsframes.py), and while a subscription is idle and in order, the
+  hub's callback hands the next events on itself, without waking the
+  subscription's task: it writes their frames straight to the connection's
+  transport when nothing is queued before them and the transport takes more,
+  and queues them in the connection's outbox otherwise. The sender writes all
+  that is queued at each wake-up in one write.
 - **The server never waits on a slow client.** Each connection has a bounded
   queue of outgoing messages, drained by its own sender task. A subscription that
   finds the queue full waits at most `ws_lag_timeout_s`; then it stops and the
@@ -52,6 +56,8 @@ from devteam.api.follow import EventFollower
 from devteam.api.hub import EventHub
 from devteam.api.security import authenticate_websocket, bearer_token
 from devteam.api.validation import HostileInput, loads_strict
+from devteam.api.wsframes import EXTENSION as FRAMES
+from devteam.api.wsframes import FrameWriter, text_frame
 from devteam.domain.errors import (
     DevTeamError,
     ErrorCode,
@@ -62,6 +68,7 @@ from devteam.domain.errors import (
 )
 from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_READ
+from devteam.domain.tasks import Task
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import WS_CONNECTIONS, WS_DROPS, WS_MESSAGES
 from devteam.security import Principal, Security
@@ -137,6 +144,10 @@ def _parse_problem(error: ValidationError) -> str:
 # -- the outgoing queue -----------------------------------------------------------------
 
 
+Payload = str | bytes
+"""A message's JSON text (sent through ASGI), or its encoded frame (see api/wsframes.py)."""
+
+
 class Outbox:
     """Messages waiting for a connection's sender, bounded.
 
@@ -145,7 +156,8 @@ class Outbox:
     """
 
     def __init__(self, capacity: int, slack: int) -> None:
-        self._items: deque[tuple[str, str]] = deque()
+        self.items: deque[tuple[str, Payload]] = deque()
+        """(kind, payload), oldest first: read it, change it only through the methods."""
         self._capacity = capacity
         self._hard_limit = capacity + slack
         self._not_empty = asyncio.Event()
@@ -153,27 +165,27 @@ class Outbox:
         self._has_room.set()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     @property
     def room(self) -> int:
         """Events that fit now, without waiting."""
-        return self._capacity - len(self._items)
+        return self._capacity - len(self.items)
 
-    def offer_events(self, texts: list[str]) -> None:
+    def offer_events(self, texts: list[Payload]) -> None:
         """Queue events that fit now (the caller checked `room`)."""
         for text in texts:
-            self._items.append(("event", text))
+            self.items.append(("event", text))
         self._not_empty.set()
 
-    async def put_event(self, text: str, timeout: float) -> bool:
+    async def put_event(self, text: Payload, timeout: float) -> bool:
         """Queue an event; False when no room came within `timeout` seconds."""
-        if len(self._items) < self._capacity:
+        if len(self.items) < self._capacity:
             self._push("event", text)
             return True
         try:
             async with asyncio.timeout(timeout):
-                while len(self._items) >= self._capacity:
+                while len(self.items) >= self._capacity:
                     self._has_room.clear()
                     await self._has_room.wait()
         except TimeoutError:
@@ -181,25 +193,38 @@ class Outbox:
         self._push("event", text)
         return True
 
-    def put_control(self, kind: str, message: dict[str, Any]) -> bool:
+    def put_control(self, kind: str, message: Payload) -> bool:
         """Queue a control message; False when even the slack is used up."""
-        if len(self._items) >= self._hard_limit:
+        if len(self.items) >= self._hard_limit:
             return False
-        self._push(kind, json.dumps(message))
+        self._push(kind, message)
         return True
 
-    def _push(self, kind: str, text: str) -> None:
-        self._items.append((kind, text))
+    def _push(self, kind: str, text: Payload) -> None:
+        self.items.append((kind, text))
         self._not_empty.set()
 
-    async def get(self) -> tuple[str, str]:
-        while not self._items:
+    async def get(self) -> tuple[str, Payload]:
+        while not self.items:
             self._not_empty.clear()
             await self._not_empty.wait()
-        item = self._items.popleft()
-        if len(self._items) < self._capacity:
+        item = self.items.popleft()
+        if len(self.items) < self._capacity:
             self._has_room.set()
         return item
+
+    async def wait(self) -> None:
+        """Until something is queued."""
+        while not self.items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+
+    def take_all(self) -> list[tuple[str, Payload]]:
+        """Everything queued, oldest first, leaving the outbox empty."""
+        items = list(self.items)
+        self.items.clear()
+        self._has_room.set()
+        return items
 
 
 # -- one subscription -------------------------------------------------------------------
@@ -217,6 +242,26 @@ def event_text(event: Event) -> str:
             del _event_texts[next(iter(_event_texts))]  # the oldest
         text = _event_texts[event.id] = event.model_dump_json()
     return text
+
+
+EVENT_FRAMES = 4096
+"""Event messages kept as encoded frames, per subscribed task, for the next subscriptions."""
+_event_frames: dict[tuple[str, int], bytes] = {}
+
+
+def event_frame(event: Event, prefix: str) -> bytes:
+    """The frame of `event` as sent to the subscriptions with this `prefix`, encoded once.
+
+    The prefix names the subscribed task, whose root numbers its events: (prefix,
+    seq) names one message (and hashes faster than the event's id).
+    """
+    key = (prefix, event.seq)
+    frame = _event_frames.get(key)
+    if frame is None:
+        if len(_event_frames) >= EVENT_FRAMES:
+            del _event_frames[next(iter(_event_frames))]  # the oldest
+        frame = _event_frames[key] = text_frame(prefix + event_text(event) + "}")
+    return frame
 
 
 class Lagged(Exception):
@@ -264,11 +309,13 @@ class TaskStream(EventFollower):
                 await self.task
 
     def deliver_now(self, events: list[Event]) -> bool:
-        """Queue `events` at once if they follow `last` without a gap and all fit.
+        """Send or queue `events` at once if they follow `last` without a gap and all fit.
 
-        Otherwise queue nothing and return False: the task sorts them out.
+        With nothing queued before them and the transport taking more, their frames
+        are written straight to it. Otherwise, queue nothing and return False: the
+        task sorts them out.
         """
-        texts = []
+        texts: list[Payload] = []
         seq = self.last
         for event in events:
             if event.seq != seq + 1:
@@ -276,14 +323,18 @@ class TaskStream(EventFollower):
             seq = event.seq
             if self.wants(event):
                 texts.append(self._message(event))
-        outbox = self.connection.outbox
-        if len(texts) > outbox.room:
-            return False
-        outbox.offer_events(texts)
+        connection = self.connection
+        if not connection.write_now(texts):
+            outbox = connection.outbox
+            if len(texts) > outbox.room:
+                return False
+            outbox.offer_events(texts)
         self.last = seq
         return True
 
-    def _message(self, event: Event) -> str:
+    def _message(self, event: Event) -> Payload:
+        if self.connection.frames is not None:
+            return event_frame(event, self._prefix)
         return self._prefix + event_text(event) + "}"
 
     async def _run(self) -> None:
@@ -323,11 +374,19 @@ class TaskStream(EventFollower):
 
     async def _authorize(self) -> bool:
         """Look the task up; False when it does not exist or the caller may not read it."""
-        async with self.connection.store.read() as tx:
-            task = await tx.tasks.get(self.task_id)
-            root = task
-            if task is not None and task.parent_id is not None:
-                root = await tx.tasks.get(task.root_id)
+        store = self.connection.store
+        task_id = self.task_id
+
+        async def look_up() -> tuple[Task | None, Task | None]:
+            async with store.read() as tx:
+                task = await tx.tasks.get(task_id)
+                root = task
+                if task is not None and task.parent_id is not None:
+                    root = await tx.tasks.get(task.root_id)
+            return task, root
+
+        # The subscribers of one task, connecting together, share the look-up.
+        task, root = await self.connection.hub.reads.read(("task", task_id), look_up)
         if task is None or root is None:
             return False
         self.owner = root.created_by
@@ -365,6 +424,9 @@ class Connection:
         self.hub = hub
         self.limits = limits
         self.outbox = Outbox(limits.queue_size, 2 * limits.max_subscriptions + CONTROL_SLACK)
+        extensions = websocket.scope.get("extensions") or {}
+        self.frames: FrameWriter | None = extensions.get(FRAMES)
+        """Under `devteam serve`, writes encoded frames straight to the transport."""
         self.streams: dict[UUID, TaskStream] = {}
         self.close_code = CloseCode.NORMAL
         self.close_reason = ""
@@ -375,8 +437,24 @@ class Connection:
 
     def control(self, kind: str, fields: dict[str, Any]) -> None:
         """Queue a control message; a client that reads nothing at all is disconnected."""
-        if not self.outbox.put_control(kind, {"type": kind, **fields}):
+        text = json.dumps({"type": kind, **fields})
+        message: Payload = text if self.frames is None else text_frame(text)
+        if not self.outbox.put_control(kind, message):
             self.overflowed()
+
+    def write_now(self, frames: list[Payload]) -> bool:
+        """Write event frames to the transport at once, if they would go out next anyway.
+
+        Only when frames go straight to the transport, nothing is queued before
+        them and the transport is below its high-water mark; False otherwise.
+        """
+        writer = self.frames
+        if writer is None or self.outbox.items or not writer.writable:
+            return False
+        if frames:
+            writer.write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[arg-type]
+            _count_written(len(frames))
+        return True
 
     def error(self, code: str, message: str, task_id: UUID | None = None) -> None:
         fields: dict[str, Any] = {"code": str(code), "message": message}
@@ -500,13 +578,36 @@ class Connection:
         self.control("unsubscribed", {"task_id": str(task_id)})
 
     async def _send_loop(self) -> None:
+        if self.frames is not None:
+            await self._write_loop(self.frames)
+            return
         while True:
             kind, text = await self.outbox.get()
+            assert isinstance(text, str)
             try:
                 await self.websocket.send_text(text)
             except Exception:
                 return  # the client is gone; the receive loop sees it too
             _sent(kind).inc()
+
+    async def _write_loop(self, writer: FrameWriter) -> None:
+        """Write everything queued at each wake-up, in one write, when the transport takes it."""
+        outbox = self.outbox
+        while True:
+            await outbox.wait()
+            if not writer.writable:
+                await writer.drained()
+                if not writer.open:
+                    return  # the client is gone; the receive loop sees it too
+                continue
+            items = outbox.take_all()
+            if not writer.write(b"".join(frame for _, frame in items)):  # type: ignore[misc]
+                return
+            counts: dict[str, int] = {}
+            for kind, _ in items:
+                counts[kind] = counts.get(kind, 0) + 1
+            for kind, count in counts.items():
+                _sent(kind).inc(count)
 
     async def _heartbeat_loop(self) -> None:
         # The first one comes after a random half to whole interval: clients that
@@ -542,6 +643,24 @@ def _sent(kind: str) -> Any:
     if counter is None:
         counter = _SENT[kind] = WS_MESSAGES.labels("out", kind)
     return counter
+
+
+_written = 0
+"""Events written straight to transports, not yet added to the counter."""
+
+
+def _count_written(count: int) -> None:
+    """Count written events, adding them to the counter once per turn of the event loop."""
+    global _written
+    if not _written:
+        asyncio.get_running_loop().call_soon(_flush_written)
+    _written += count
+
+
+def _flush_written() -> None:
+    global _written
+    count, _written = _written, 0
+    _sent("event").inc(count)
 
 
 def _task_id_of(payload: Any) -> UUID | None:

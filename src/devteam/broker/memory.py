@@ -172,7 +172,20 @@ class MemoryPubSub:
         self._subscribers: dict[str, list[_MemorySubscription]] = {}
 
     async def publish(self, channel: str, message: bytes) -> None:
-        for subscription in tuple(self._subscribers.get(channel, ())):
+        # Handed on at the loop's next turn, like a message from Redis: the publisher
+        # goes on at once (its next transaction overlaps the fan-out), and the
+        # subscribers of this moment get it, in publishing order.
+        subscriptions = self._subscribers.get(channel)
+        if subscriptions:
+            asyncio.get_running_loop().call_soon(
+                self._deliver, channel, tuple(subscriptions), message
+            )
+
+    @staticmethod
+    def _deliver(
+        channel: str, subscriptions: tuple[_MemorySubscription, ...], message: bytes
+    ) -> None:
+        for subscription in subscriptions:
             try:
                 subscription.handler(message)
             except Exception:
