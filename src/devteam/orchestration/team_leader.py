@@ -304,11 +304,8 @@ class TeamLeader:
                 record = await tx.idempotency.get(user.id, key)
                 if record is not None:
                     return await self._replay(tx, record.request_hash, digest, record.task_id)
-            await tx.tasks.insert_many([root])
-            if key is not None:
-                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
-            events = await tx.events.append(
-                root.id,
+            events = await tx.events.insert_root(
+                root,
                 [
                     NewEvent(
                         type=EventType.TASK_CREATED,
@@ -325,6 +322,8 @@ class TeamLeader:
                     )
                 ],
             )
+            if key is not None:
+                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
             if within is not None:
                 await within(tx, root)
         metrics.TASKS_SUBMITTED.labels(root.agent_type.value if root.agent_type else "auto").inc()

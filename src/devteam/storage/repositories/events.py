@@ -10,8 +10,10 @@ import sqlalchemy as sa
 
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
+from devteam.domain.tasks import Task
 from devteam.observability.tracing import trace_id_of
 from devteam.storage.repositories._base import Repository
+from devteam.storage.repositories.tasks import task_to_row
 from devteam.storage.tables import events as events_table
 from devteam.storage.tables import tasks
 from devteam.storage.types import utcnow
@@ -83,6 +85,53 @@ class EventRepository(Repository):
             ]
         await self.conn.execute(sa.insert(events_table), values)
         return appended
+
+    async def insert_root(self, root: Task, first: Sequence[NewEvent]) -> list[Event]:
+        """Insert a new root task with the start of its history: events 1..n.
+
+        Nobody else sees the row before the commit, so its counter is written as n
+        rather than incremented. On Postgres the task and its events are one
+        statement (the task's insert in a CTE), one round trip.
+        """
+        now = utcnow()
+        trace_id = trace_id_of(root.trace_parent)
+        events = [
+            Event.model_construct(
+                id=uuid.uuid4(),
+                task_id=root.id,
+                subtask_id=item.subtask_id,
+                seq=i + 1,
+                type=item.type,
+                data=item.data,
+                ts=now,
+                trace_id=trace_id,
+            )
+            for i, item in enumerate(first)
+        ]
+        task_row = {**task_to_row(root), "event_seq": len(events)}
+        values = [
+            {
+                "id": e.id,
+                "task_id": root.id,
+                "subtask_id": e.subtask_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "data": e.data,
+                "ts": now,
+                "trace_id": trace_id,
+            }
+            for e in events
+        ]
+        if self.dialect == "postgresql" and values:
+            # The events' foreign key is checked at the end of the statement, when
+            # the task's row (inserted in the CTE) exists.
+            task = sa.insert(tasks).values(task_row).returning(tasks.c.id).cte("new_task")
+            await self.conn.execute(sa.insert(events_table).values(values).add_cte(task))
+        else:
+            await self.conn.execute(sa.insert(tasks).values(task_row))
+            if values:
+                await self.conn.execute(sa.insert(events_table), values)
+        return events
 
     async def list_after(
         self,
