@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from uuid import UUID
@@ -123,10 +124,11 @@ class EventRepository(Repository):
             for e in events
         ]
         if self.dialect == "postgresql" and values:
-            # The events' foreign key is checked at the end of the statement, when
-            # the task's row (inserted in the CTE) exists.
-            task = sa.insert(tasks).values(task_row).returning(tasks.c.id).cte("new_task")
-            await self.conn.execute(sa.insert(events_table).values(values).add_cte(task))
+            params = {f"t_{k}": v for k, v in task_row.items()}
+            for i, row in enumerate(values):
+                params.update({f"e{i}_{k}": v for k, v in row.items()})
+            statement = _root_statement(tuple(task_row), tuple(values[0]), len(values))
+            await self.conn.execute(statement, params)
         else:
             await self.conn.execute(sa.insert(tasks).values(task_row))
             if values:
@@ -156,3 +158,25 @@ class EventRepository(Repository):
     async def last_seq(self, root_id: UUID) -> int:
         value = await self.conn.scalar(sa.select(tasks.c.event_seq).where(tasks.c.id == root_id))
         return int(value or 0)
+
+
+@functools.cache
+def _root_statement(
+    task_columns: tuple[str, ...], event_columns: tuple[str, ...], count: int
+) -> sa.Insert:
+    """INSERT of a task (in a CTE) and `count` of its events, with named parameters.
+
+    Built once per shape, so SQLAlchemy compiles it once. The events' foreign key
+    is checked at the end of the statement, when the task's row exists.
+    """
+    task = (
+        sa.insert(tasks)
+        .values({c: sa.bindparam(f"t_{c}", type_=tasks.c[c].type) for c in task_columns})
+        .returning(tasks.c.id)
+        .cte("new_task")
+    )
+    rows = [
+        {c: sa.bindparam(f"e{i}_{c}", type_=events_table.c[c].type) for c in event_columns}
+        for i in range(count)
+    ]
+    return sa.insert(events_table).values(rows).add_cte(task)
