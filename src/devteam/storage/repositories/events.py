@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
@@ -163,20 +165,29 @@ class EventRepository(Repository):
 @functools.cache
 def _root_statement(
     task_columns: tuple[str, ...], event_columns: tuple[str, ...], count: int
-) -> sa.Insert:
+) -> sa.TextClause:
     """INSERT of a task (in a CTE) and `count` of its events, with named parameters.
 
-    Built once per shape, so SQLAlchemy compiles it once. The events' foreign key
-    is checked at the end of the statement, when the task's row exists.
+    SQLAlchemy does not cache the compiled form of an insert in a CTE, so it is
+    rendered once per shape into a text statement (which it caches). The events'
+    foreign key is checked at the end of the statement, when the task's row exists.
     """
+    params = [sa.bindparam(f"t_{c}", type_=tasks.c[c].type) for c in task_columns]
     task = (
         sa.insert(tasks)
-        .values({c: sa.bindparam(f"t_{c}", type_=tasks.c[c].type) for c in task_columns})
+        .values({p.key.removeprefix("t_"): p for p in params})
         .returning(tasks.c.id)
         .cte("new_task")
     )
-    rows = [
-        {c: sa.bindparam(f"e{i}_{c}", type_=events_table.c[c].type) for c in event_columns}
-        for i in range(count)
-    ]
-    return sa.insert(events_table).values(rows).add_cte(task)
+    rows = []
+    for i in range(count):
+        row = [sa.bindparam(f"e{i}_{c}", type_=events_table.c[c].type) for c in event_columns]
+        params += row
+        rows.append(dict(zip(event_columns, row, strict=True)))
+    statement = sa.insert(events_table).values(rows).add_cte(task)
+    sql = str(statement.compile(dialect=postgresql.dialect(paramstyle="named")))
+    # `:name::TYPE` casts read as one odd parameter name in text(): spell them CAST.
+    sql = re.sub(
+        r":(\w+)::([A-Z][A-Z0-9_]*(?: WITH(?:OUT)? TIME ZONE)?(?:\[\])?)", r"CAST(:\1 AS \2)", sql
+    )
+    return sa.text(sql).bindparams(*params)
