@@ -185,7 +185,8 @@ def _root_statement(
         params += row
         rows.append(dict(zip(event_columns, row, strict=True)))
     statement = sa.insert(events_table).values(rows).add_cte(task)
-    sql = str(statement.compile(dialect=postgresql.dialect(paramstyle="named")))
+    dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
+    sql = str(statement.compile(dialect=dialect))
     # `:name::TYPE` casts read as one odd parameter name in text(): spell them CAST.
     sql = re.sub(
         r":(\w+)::([A-Z][A-Z0-9_]*(?: WITH(?:OUT)? TIME ZONE)?(?:\[\])?)", r"CAST(:\1 AS \2)", sql
