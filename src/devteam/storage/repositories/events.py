@@ -11,14 +11,16 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from devteam.domain.audit import NewAuditEntry
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
 from devteam.domain.tasks import Task
 from devteam.observability.tracing import trace_id_of
 from devteam.storage.repositories._base import Repository
+from devteam.storage.repositories.audit import AuditRepository, audit_row
 from devteam.storage.repositories.tasks import task_to_row
+from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
-from devteam.storage.tables import tasks
 from devteam.storage.types import utcnow
 
 
@@ -89,12 +91,15 @@ class EventRepository(Repository):
         await self.conn.execute(sa.insert(events_table), values)
         return appended
 
-    async def insert_root(self, root: Task, first: Sequence[NewEvent]) -> list[Event]:
-        """Insert a new root task with the start of its history: events 1..n.
+    async def insert_root(
+        self, root: Task, first: Sequence[NewEvent], *, audit: NewAuditEntry | None = None
+    ) -> list[Event]:
+        """Insert a new root task with the start of its history (events 1..n) and,
+        given one, the audit entry of its creation.
 
         Nobody else sees the row before the commit, so its counter is written as n
-        rather than incremented. On Postgres the task and its events are one
-        statement (the task's insert in a CTE), one round trip.
+        rather than incremented. On Postgres all of it is one statement (the task's
+        and the audit entry's inserts in CTEs), one round trip, atomic by itself.
         """
         now = utcnow()
         trace_id = trace_id_of(root.trace_parent)
@@ -125,16 +130,26 @@ class EventRepository(Repository):
             }
             for e in events
         ]
+        audit_values = audit_row(audit) if audit is not None else None
         if self.dialect == "postgresql" and values:
             params = {f"t_{k}": v for k, v in task_row.items()}
             for i, row in enumerate(values):
                 params.update({f"e{i}_{k}": v for k, v in row.items()})
-            statement = _root_statement(tuple(task_row), tuple(values[0]), len(values))
+            if audit_values is not None:
+                params.update({f"a_{k}": v for k, v in audit_values.items()})
+            statement = _root_statement(
+                tuple(task_row),
+                tuple(values[0]),
+                len(values),
+                tuple(audit_values) if audit_values is not None else (),
+            )
             await self.conn.execute(statement, params)
         else:
             await self.conn.execute(sa.insert(tasks).values(task_row))
             if values:
                 await self.conn.execute(sa.insert(events_table), values)
+            if audit is not None:
+                await AuditRepository(self.conn).append(audit)
         return events
 
     async def list_after(
@@ -164,9 +179,13 @@ class EventRepository(Repository):
 
 @functools.cache
 def _root_statement(
-    task_columns: tuple[str, ...], event_columns: tuple[str, ...], count: int
+    task_columns: tuple[str, ...],
+    event_columns: tuple[str, ...],
+    count: int,
+    audit_columns: tuple[str, ...],
 ) -> sa.TextClause:
-    """INSERT of a task (in a CTE) and `count` of its events, with named parameters.
+    """INSERT of a task (in a CTE), `count` of its events and, with `audit_columns`,
+    an audit entry (in a CTE), with named parameters.
 
     SQLAlchemy does not cache the compiled form of an insert in a CTE, so it is
     rendered once per shape into a text statement (which it caches). The events'
@@ -185,6 +204,16 @@ def _root_statement(
         params += row
         rows.append(dict(zip(event_columns, row, strict=True)))
     statement = sa.insert(events_table).values(rows).add_cte(task)
+    if audit_columns:
+        audit = [sa.bindparam(f"a_{c}", type_=audit_log.c[c].type) for c in audit_columns]
+        params += audit
+        entry = (
+            sa.insert(audit_log)
+            .values(dict(zip(audit_columns, audit, strict=True)))
+            .returning(audit_log.c.id)
+            .cte("new_audit")
+        )
+        statement = statement.add_cte(entry)
     dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
     sql = str(statement.compile(dialect=dialect))
     # `:name::TYPE` casts read as one odd parameter name in text(): spell them CAST.
