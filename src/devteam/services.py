@@ -94,6 +94,8 @@ async def open_services(
         security = (
             Security.create(settings, config, store, broker.rate_limit_storage()) if api else None
         )
+        if security is not None:
+            await security.follow(broker.pubsub)
         mcp = McpManager(config.mcp_servers, broker)
         stack.push_async_callback(mcp.close)
         llm = LanguageModels(

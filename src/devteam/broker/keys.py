@@ -26,3 +26,8 @@ def cache(prefix: str, key: str) -> str:
 def rate_limits(prefix: str) -> str:
     """Key prefix the `limits` library puts before its own keys."""
     return f"{prefix}:ratelimit"
+
+
+SESSIONS_CHANNEL = "sessions"
+"""Pub/sub channel (bare name) announcing revoked sessions and changed users, so
+every process drops them from its session cache at once."""

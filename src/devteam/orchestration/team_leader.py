@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from devteam.broker.protocol import Broker, Subscription
 from devteam.domain.agents import Agent
+from devteam.domain.audit import NewAuditEntry
 from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
 from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from devteam.domain.events import EventType, NewEvent
@@ -262,16 +263,20 @@ class TeamLeader:
         idempotency_key: str | None = None,
         *,
         within: Within | None = None,
+        audit: Callable[[Task], NewAuditEntry] | None = None,
     ) -> Submission:
         """Create the root task (or return the one this Idempotency-Key made).
 
-        `within` runs in the creating transaction only, not on a replay.
+        `within` runs in the creating transaction only, not on a replay; the entry
+        `audit` makes for the new task is written with it (in one statement with
+        the task and its first event on Postgres when there is no `within` and no
+        Idempotency-Key: one round trip).
         """
         self.check(request)
         digest = request_hash(request)
         try:
             with tracing.span("team_leader.submit", task_type=request.task_type):
-                return await self._submit(request, user, idempotency_key, digest, within)
+                return await self._submit(request, user, idempotency_key, digest, within, audit)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -297,18 +302,19 @@ class TeamLeader:
         key: str | None,
         digest: str,
         within: Within | None,
+        audit: Callable[[Task], NewAuditEntry] | None,
     ) -> Submission:
         root = self._new_root(request, user)
-        async with self.store.transaction() as tx:
+        entry = audit(root) if audit is not None else None
+        one_statement = key is None and within is None
+        session = self.store.write_statement() if one_statement else self.store.transaction()
+        async with session as tx:
             if key is not None:
                 record = await tx.idempotency.get(user.id, key)
                 if record is not None:
                     return await self._replay(tx, record.request_hash, digest, record.task_id)
-            await tx.tasks.insert_many([root])
-            if key is not None:
-                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
-            events = await tx.events.append(
-                root.id,
+            events = await tx.events.insert_root(
+                root,
                 [
                     NewEvent(
                         type=EventType.TASK_CREATED,
@@ -324,7 +330,10 @@ class TeamLeader:
                         },
                     )
                 ],
+                audit=entry,
             )
+            if key is not None:
+                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
             if within is not None:
                 await within(tx, root)
         metrics.TASKS_SUBMITTED.labels(root.agent_type.value if root.agent_type else "auto").inc()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from limits.aio.storage import Storage
 
+from devteam.broker.protocol import PubSub
 from devteam.domain.errors import ConfigError
 from devteam.security.accounts import Accounts
 from devteam.security.audit import AuditAction, Auditor, Origin
@@ -17,6 +18,7 @@ from devteam.security.oidc import OidcAuthenticator, effective_config, token_iss
 from devteam.security.passwords import Passwords
 from devteam.security.ratelimit import RateLimiter, RateLimitScope, RateLimitState
 from devteam.security.rbac import Principal, RolePermissions, authorize_owned
+from devteam.security.session_cache import SessionCache
 from devteam.security.session_checks import SessionChecks
 from devteam.security.sessions import Sessions, TokenPair
 from devteam.security.tokens import TokenCodec, load_signing_keys
@@ -35,6 +37,7 @@ __all__ = [
     "RateLimiter",
     "RolePermissions",
     "Security",
+    "SessionCache",
     "SessionChecks",
     "Sessions",
     "TokenCodec",
@@ -55,6 +58,8 @@ class Security:
     accounts: Accounts
     session_checks: SessionChecks
     """The heartbeats' checks of WebSocket connections' tokens, one query per batch."""
+    session_cache: SessionCache
+    """Live sessions this process checked lately; `follow` the broker to use it."""
     oidc: OidcAuthenticator | None = None
     """Single sign-on, when an identity provider is configured."""
 
@@ -70,6 +75,7 @@ class Security:
         permissions = RolePermissions(config.security.roles)
         limiter = RateLimiter(rate_limit_storage, config.security.rate_limits)
         auditor = Auditor(store)
+        cache = SessionCache(config.security.session_cache_ttl_s)
         oidc_config = effective_config(settings, config.security.oidc)
         if oidc_config.enabled and oidc_config.issuer == config.security.tokens.issuer:
             raise ConfigError("single sign-on: the provider's issuer is DevTeam's own token issuer")
@@ -79,9 +85,10 @@ class Security:
             permissions=permissions,
             rate_limiter=limiter,
             auditor=auditor,
-            sessions=Sessions(store, tokens, passwords, permissions, limiter),
-            accounts=Accounts(store, passwords),
-            session_checks=SessionChecks(store, tokens, permissions),
+            sessions=Sessions(store, tokens, passwords, permissions, limiter, cache),
+            accounts=Accounts(store, passwords, cache),
+            session_checks=SessionChecks(store, tokens, permissions, cache=cache),
+            session_cache=cache,
             oidc=(
                 OidcAuthenticator(oidc_config, store, permissions, auditor)
                 if oidc_config.enabled
@@ -106,7 +113,13 @@ class Security:
             return await self.oidc.authenticate(access_token)
         return await self.session_checks.authenticate(access_token)
 
+    async def follow(self, pubsub: PubSub) -> None:
+        """Announce session changes to, and hear them from, every process on `pubsub`;
+        sessions are cached from the moment this process hears them."""
+        await self.session_cache.follow(pubsub)
+
     async def close(self) -> None:
+        await self.session_cache.close()
         await self.session_checks.close()
         if self.oidc is not None:
             await self.oidc.close()

@@ -15,6 +15,7 @@ from devteam.domain.errors import Conflict, NotFound, ValidationFailed
 from devteam.domain.users import User
 from devteam.security.audit import AuditAction, Auditor
 from devteam.security.passwords import Passwords
+from devteam.security.session_cache import SessionCache
 from devteam.storage import Store
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,63}$"
@@ -46,9 +47,14 @@ def check_username(username: str) -> str:
 
 
 class Accounts:
-    def __init__(self, store: Store, passwords: Passwords) -> None:
+    def __init__(
+        self, store: Store, passwords: Passwords, cache: SessionCache | None = None
+    ) -> None:
         self.store = store
         self.passwords = passwords
+        self.cache = cache
+        """Told about role changes and deactivations, so every process forgets the
+        user's cached sessions (None: a process that caches no sessions, e.g. the CLI)."""
 
     async def create(
         self,
@@ -148,4 +154,9 @@ class Accounts:
                     details={"username": user.username},
                     tx=tx,
                 )
+        if self.cache is not None and (updated.role, updated.is_active) != (
+            user.role,
+            user.is_active,
+        ):
+            await self.cache.user_changed(user_id)
         return updated

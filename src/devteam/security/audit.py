@@ -77,12 +77,39 @@ class Auditor:
         `actor` is the user who acted, or only a name (e.g. the username a failed
         login tried, or `cli`). Pass `tx` to write in the caller's transaction.
         """
+        entry = self.entry(
+            action,
+            outcome,
+            actor=actor,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+        )
+        if tx is not None:
+            await tx.audit.append(entry)
+        else:
+            async with self.store.transaction() as own:
+                await own.audit.append(entry)
+        self.log_entry(entry)
+
+    def entry(
+        self,
+        action: AuditAction | str,
+        outcome: AuditOutcome,
+        *,
+        actor: User | str | None = None,
+        resource_type: str | None = None,
+        resource_id: UUID | str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> NewAuditEntry:
+        """The entry `record` would append, for a caller writing it in its own statement
+        (then `log_entry` it once written)."""
         if isinstance(actor, User):
             actor_id: UUID | None = actor.id
             actor_name: str | None = actor.username
         else:
             actor_id, actor_name = None, actor
-        entry = NewAuditEntry(
+        return NewAuditEntry(
             action=str(action),
             outcome=outcome,
             actor_id=actor_id,
@@ -93,11 +120,11 @@ class Auditor:
             request_id=self.origin.request_id,
             details=details or {},
         )
-        if tx is not None:
-            await tx.audit.append(entry)
-        else:
-            async with self.store.transaction() as own:
-                await own.audit.append(entry)
+
+    @staticmethod
+    def log_entry(entry: NewAuditEntry) -> None:
+        """The entry's log line (`record` writes it; a caller appending the entry itself
+        calls this after its commit)."""
         log.info(
             "audit",
             action=entry.action,

@@ -10,6 +10,11 @@ that only read (API reads, WebSocket connects) fail open — logged and counted 
 `devteam_rate_limit_unavailable_total` — and the others (writes, submissions,
 logins) are refused with 503 `service_unavailable` and `Retry-After`, so an outage
 is a quick answer, never a hung request.
+
+On Redis, counting a request in every window of a scope and reading the windows
+back for the `RateLimit-*` headers is one script, one round trip (the `limits`
+library would take two per window); the script keeps the library's list layout
+and rules, so `check` and `record` (through the library) see the same windows.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from devteam.domain.errors import RateLimited, ServiceUnavailable
@@ -97,9 +102,59 @@ class RateLimitState:
         }
 
 
+# KEYS: one moving-window list per limit (newest entry first, as `limits` keeps
+# them). ARGV: now, then limit and expiry per key. Counts the hit in each window
+# in turn, stopping at the first that is full, as `MovingWindowRateLimiter.hit`
+# then `get_window_stats` per limit would. Answers {allowed, oldest, count} per
+# window looked at.
+_HIT_AND_COUNT = """
+local now = tonumber(ARGV[1])
+local answers = {}
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1])
+    local allowed = 0
+    local last = redis.call('lindex', key, limit - 1)
+    if not (last and tonumber(last) >= now - expiry) then
+        redis.call('lpush', key, now)
+        redis.call('ltrim', key, 0, limit - 1)
+        redis.call('expire', key, expiry)
+        allowed = 1
+    end
+    local low, high, found = 0, redis.call('llen', key) - 1, nil
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        local value = tonumber(redis.call('lindex', key, mid))
+        if value and value >= now - expiry then
+            found = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    if found then
+        answers[i] = {allowed, tostring(redis.call('lindex', key, found)), found + 1}
+    else
+        answers[i] = {allowed, tostring(now), 0}
+    end
+    if allowed == 0 then
+        break
+    end
+end
+return answers
+"""
+
+
 class RateLimiter:
     def __init__(self, storage: Storage, config: RateLimitsConfig) -> None:
         self._strategy = MovingWindowRateLimiter(storage)
+        self._redis: RedisStorage | None = storage if isinstance(storage, RedisStorage) else None
+        self._script = (
+            # The library's own redis-py client (the broker's connection pool).
+            cast(Any, self._redis.bridge).get_connection().register_script(_HIT_AND_COUNT)
+            if self._redis is not None
+            else None
+        )
         self._timeout_s = config.storage_timeout_s
         self._skip_storage_until = 0.0
         self._limits: dict[RateLimitScope, list[RateLimitItem]] = {
@@ -163,10 +218,38 @@ class RateLimiter:
 
     async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
         identifier = _identifier(key)
+        if self._script is not None:
+            return await self._count_in_one_script(scope, identifier, refuse=refuse)
         tightest: RateLimitState | None = None
         for item in self._limits[scope]:
             allowed = await self._strategy.hit(item, scope.value, identifier)
             state = await self._state(item, scope, identifier)
+            if refuse and not allowed:
+                self._refuse(scope, item, state)
+            if tightest is None or state.remaining < tightest.remaining:
+                tightest = state
+        assert tightest is not None, "parse_many returns at least one limit"
+        return tightest
+
+    async def _count_in_one_script(
+        self, scope: RateLimitScope, identifier: str, *, refuse: bool
+    ) -> RateLimitState:
+        assert self._redis is not None and self._script is not None
+        items = self._limits[scope]
+        keys = [self._redis.bridge.prefixed_key(i.key_for(scope.value, identifier)) for i in items]
+        now = time.time()
+        args: list[float] = [now]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
+        answers = await self._script(keys=keys, args=args)
+        tightest: RateLimitState | None = None
+        for item, (allowed, oldest, count) in zip(items, answers, strict=False):
+            state = RateLimitState(
+                limit=item.amount,
+                remaining=max(0, item.amount - int(count)),
+                reset_after=max(0, math.ceil(float(oldest) + item.get_expiry() - time.time())),
+                window_s=item.get_expiry(),
+            )
             if refuse and not allowed:
                 self._refuse(scope, item, state)
             if tightest is None or state.remaining < tightest.remaining:

@@ -17,6 +17,7 @@ from uuid import UUID
 from devteam.domain.errors import Unauthorized
 from devteam.domain.users import User
 from devteam.security.rbac import Principal, RolePermissions
+from devteam.security.session_cache import SessionCache
 from devteam.security.tokens import TokenCodec, TokenType
 from devteam.storage import Store
 
@@ -33,8 +34,10 @@ class SessionChecks:
         tokens: TokenCodec,
         permissions: RolePermissions,
         *,
+        cache: SessionCache | None = None,
         window_s: float = WINDOW_S,
     ) -> None:
+        self.cache = cache
         self.store = store
         self.tokens = tokens
         self.permissions = permissions
@@ -49,6 +52,9 @@ class SessionChecks:
         """
         claims = self.tokens.decode(access_token, TokenType.ACCESS)
         key = (claims.session_id, claims.subject)
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            return self.permissions.principal(cached, session_id=claims.session_id)
         answer = self._pending.get(key)
         if answer is None:
             answer = self._pending[key] = asyncio.get_running_loop().create_future()
@@ -67,6 +73,7 @@ class SessionChecks:
         try:
             await asyncio.sleep(self.window_s)
             batch, self._pending, self._flusher = self._pending, {}, None
+            generation = self.cache.generation if self.cache is not None else 0
             async with self.store.read_statement() as tx:
                 users = await tx.refresh_tokens.session_users(list(batch))
         except BaseException as exc:
@@ -81,7 +88,10 @@ class SessionChecks:
                 raise
             return
         for key, answer in batch.items():
-            answer.set_result(users.get(key))
+            user = users.get(key)
+            if user is not None and self.cache is not None:
+                self.cache.put(key, user, generation)
+            answer.set_result(user)
 
     async def close(self) -> None:
         if self._flusher is not None:

@@ -184,6 +184,10 @@ class RetentionConfig(ConfigModel):
 
 class SecurityConfig(ConfigModel):
     tokens: TokensConfig = TokensConfig()
+    session_cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """How long a process trusts a session it found alive without asking the database
+    again; revocations reach every process at once through the broker, and within
+    this time even if the broker loses the message. 0: ask the database every time."""
     passwords: PasswordsConfig = PasswordsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     oidc: OidcConfig = OidcConfig()

@@ -99,6 +99,21 @@ class Database:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
+    @asynccontextmanager
+    async def write_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one write statement, atomic by itself.
+
+        On Postgres it runs outside BEGIN/COMMIT (one round trip, not three); on
+        SQLite, whose writers take turns, it is a write transaction.
+        """
+        if self.is_sqlite:
+            async with self.transaction() as conn:
+                yield conn
+        else:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))

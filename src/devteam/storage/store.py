@@ -86,6 +86,13 @@ class Store:
         async with self.db.read_statement() as conn:
             yield UnitOfWork(conn)
 
+    @asynccontextmanager
+    async def write_statement(self) -> AsyncIterator[UnitOfWork]:
+        """Repositories for one write statement, atomic by itself (one round trip on
+        Postgres). For several writes that must commit together, use `transaction()`."""
+        async with self.db.write_statement() as conn:
+            yield UnitOfWork(conn)
+
     async def ping(self) -> None:
         await self.db.ping()
 

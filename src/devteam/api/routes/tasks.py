@@ -20,7 +20,7 @@ from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
 from devteam.api.security import AuditorDep, CurrentUser, SecurityDep, require
-from devteam.domain.audit import AuditOutcome
+from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
 from devteam.domain.events import MAX_SEQ, Event
@@ -318,13 +318,26 @@ async def submit_task(
     if body.webhook is not None:
         await check_webhook(body.webhook, services.settings)
     details = {"agent_type": body.agent_type, "complexity": body.complexity}
-    async with _audit_refusals(auditor, AuditAction.TASK_SUBMIT, caller, None):
-        submission = await services.team_leader.submit(
-            body,
-            caller,
-            idempotency_key,
-            within=_audit_in(auditor, AuditAction.TASK_SUBMIT, caller, **details),
+    entries: list[NewAuditEntry] = []
+
+    def audit(task: Task) -> NewAuditEntry:
+        entries.append(
+            auditor.entry(
+                AuditAction.TASK_SUBMIT,
+                AuditOutcome.SUCCESS,
+                actor=caller,
+                resource_type="task",
+                resource_id=task.id,
+                details={"status": task.status.value, **details},
+            )
         )
+        return entries[-1]
+
+    async with _audit_refusals(auditor, AuditAction.TASK_SUBMIT, caller, None):
+        submission = await services.team_leader.submit(body, caller, idempotency_key, audit=audit)
+    if submission.created:
+        for entry in entries:
+            auditor.log_entry(entry)
     if not submission.created:
         response.status_code = status.HTTP_200_OK
         return TaskOut.of(*await _readable(services.store, caller, submission.task.id))

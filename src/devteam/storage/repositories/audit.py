@@ -11,12 +11,20 @@ from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import audit_log
 from devteam.storage.types import utcnow
 
+_INSERT = sa.insert(audit_log)
+
+
+def audit_row(entry: NewAuditEntry) -> dict[str, object]:
+    """The audit_log row of `entry`, stamped now."""
+    # JSON-safe values for `details`; the UUID column takes the UUID itself.
+    return {**entry.model_dump(mode="json"), "actor_id": entry.actor_id, "ts": utcnow()}
+
 
 class AuditRepository(Repository):
     async def append(self, entry: NewAuditEntry) -> None:
         # JSON-safe values for `details`; the UUID column takes the UUID itself.
-        values = {**entry.model_dump(mode="json"), "actor_id": entry.actor_id}
-        await self.conn.execute(sa.insert(audit_log).values(ts=utcnow(), **values))
+        # Parameters, not .values(): the statement stays one cached compiled form.
+        await self.conn.execute(_INSERT, audit_row(entry))
 
     async def list(
         self,

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from devteam.domain.audit import NewAuditEntry
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
+from devteam.domain.tasks import Task
 from devteam.observability.tracing import trace_id_of
 from devteam.storage.repositories._base import Repository
+from devteam.storage.repositories.audit import AuditRepository, audit_row
+from devteam.storage.repositories.tasks import task_to_row
+from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
-from devteam.storage.tables import tasks
 from devteam.storage.types import utcnow
 
 
@@ -84,6 +91,67 @@ class EventRepository(Repository):
         await self.conn.execute(sa.insert(events_table), values)
         return appended
 
+    async def insert_root(
+        self, root: Task, first: Sequence[NewEvent], *, audit: NewAuditEntry | None = None
+    ) -> list[Event]:
+        """Insert a new root task with the start of its history (events 1..n) and,
+        given one, the audit entry of its creation.
+
+        Nobody else sees the row before the commit, so its counter is written as n
+        rather than incremented. On Postgres all of it is one statement (the task's
+        and the audit entry's inserts in CTEs), one round trip, atomic by itself.
+        """
+        now = utcnow()
+        trace_id = trace_id_of(root.trace_parent)
+        events = [
+            Event.model_construct(
+                id=uuid.uuid4(),
+                task_id=root.id,
+                subtask_id=item.subtask_id,
+                seq=i + 1,
+                type=item.type,
+                data=item.data,
+                ts=now,
+                trace_id=trace_id,
+            )
+            for i, item in enumerate(first)
+        ]
+        task_row = {**task_to_row(root), "event_seq": len(events)}
+        values = [
+            {
+                "id": e.id,
+                "task_id": root.id,
+                "subtask_id": e.subtask_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "data": e.data,
+                "ts": now,
+                "trace_id": trace_id,
+            }
+            for e in events
+        ]
+        audit_values = audit_row(audit) if audit is not None else None
+        if self.dialect == "postgresql" and values:
+            params = {f"t_{k}": v for k, v in task_row.items()}
+            for i, row in enumerate(values):
+                params.update({f"e{i}_{k}": v for k, v in row.items()})
+            if audit_values is not None:
+                params.update({f"a_{k}": v for k, v in audit_values.items()})
+            statement = _root_statement(
+                tuple(task_row),
+                tuple(values[0]),
+                len(values),
+                tuple(audit_values) if audit_values is not None else (),
+            )
+            await self.conn.execute(statement, params)
+        else:
+            await self.conn.execute(sa.insert(tasks).values(task_row))
+            if values:
+                await self.conn.execute(sa.insert(events_table), values)
+            if audit is not None:
+                await AuditRepository(self.conn).append(audit)
+        return events
+
     async def list_after(
         self,
         root_id: UUID,
@@ -107,3 +175,49 @@ class EventRepository(Repository):
     async def last_seq(self, root_id: UUID) -> int:
         value = await self.conn.scalar(sa.select(tasks.c.event_seq).where(tasks.c.id == root_id))
         return int(value or 0)
+
+
+@functools.cache
+def _root_statement(
+    task_columns: tuple[str, ...],
+    event_columns: tuple[str, ...],
+    count: int,
+    audit_columns: tuple[str, ...],
+) -> sa.TextClause:
+    """INSERT of a task (in a CTE), `count` of its events and, with `audit_columns`,
+    an audit entry (in a CTE), with named parameters.
+
+    SQLAlchemy does not cache the compiled form of an insert in a CTE, so it is
+    rendered once per shape into a text statement (which it caches). The events'
+    foreign key is checked at the end of the statement, when the task's row exists.
+    """
+    params = [sa.bindparam(f"t_{c}", type_=tasks.c[c].type) for c in task_columns]
+    task = (
+        sa.insert(tasks)
+        .values({p.key.removeprefix("t_"): p for p in params})
+        .returning(tasks.c.id)
+        .cte("new_task")
+    )
+    rows = []
+    for i in range(count):
+        row = [sa.bindparam(f"e{i}_{c}", type_=events_table.c[c].type) for c in event_columns]
+        params += row
+        rows.append(dict(zip(event_columns, row, strict=True)))
+    statement = sa.insert(events_table).values(rows).add_cte(task)
+    if audit_columns:
+        audit = [sa.bindparam(f"a_{c}", type_=audit_log.c[c].type) for c in audit_columns]
+        params += audit
+        entry = (
+            sa.insert(audit_log)
+            .values(dict(zip(audit_columns, audit, strict=True)))
+            .returning(audit_log.c.id)
+            .cte("new_audit")
+        )
+        statement = statement.add_cte(entry)
+    dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
+    sql = str(statement.compile(dialect=dialect))
+    # `:name::TYPE` casts read as one odd parameter name in text(): spell them CAST.
+    sql = re.sub(
+        r":(\w+)::([A-Z][A-Z0-9_]*(?: WITH(?:OUT)? TIME ZONE)?(?:\[\])?)", r"CAST(:\1 AS \2)", sql
+    )
+    return sa.text(sql).bindparams(*params)
