@@ -22,7 +22,17 @@ NO_PASSWORD = "!sso"
 
 
 class UserRepository(Repository):
-    async def create(self, username: str, password_hash: str, role: Role) -> User:
+    async def create(
+        self,
+        username: str,
+        password_hash: str,
+        role: Role,
+        *,
+        issuer: str | None = None,
+        subject: str | None = None,
+    ) -> User:
+        """A new active user; `Conflict` when the username (or the provider's subject) is
+        taken. `issuer` and `subject` name the identity provider's user, if any."""
         now = utcnow()
         values = {
             "id": uuid.uuid4(),
@@ -32,6 +42,8 @@ class UserRepository(Repository):
             "is_active": True,
             "created_at": now,
             "updated_at": now,
+            "oidc_issuer": issuer,
+            "oidc_subject": subject,
         }
         try:
             async with self.conn.begin_nested():
@@ -47,24 +59,7 @@ class UserRepository(Repository):
 
         `Conflict` when the username is taken (by a local user or another subject).
         """
-        now = utcnow()
-        values = {
-            "id": uuid.uuid4(),
-            "username": username,
-            "password_hash": NO_PASSWORD,
-            "role": role.value,
-            "is_active": True,
-            "created_at": now,
-            "updated_at": now,
-            "oidc_issuer": issuer,
-            "oidc_subject": subject,
-        }
-        try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(sa.insert(users).values(values))
-        except IntegrityError:
-            raise Conflict(f"user {username!r} already exists") from None
-        return User.model_validate(values)
+        return await self.create(username, NO_PASSWORD, role, issuer=issuer, subject=subject)
 
     async def get_external(self, issuer: str, subject: str) -> User | None:
         """The user the identity provider `issuer` knows as `subject`."""
