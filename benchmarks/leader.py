@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common import Environment
+from devteam.broker.channels import decode_events, events_channel
 from devteam.broker.factory import create_broker
 from devteam.broker.protocol import Broker
 from devteam.domain.agents import Agent
@@ -18,7 +19,6 @@ from devteam.domain.enums import AgentType, Role, TaskStatus
 from devteam.domain.tasks import Task, TaskRequest
 from devteam.domain.users import User
 from devteam.orchestration.team_leader import TeamLeader
-from devteam.orchestration.work import decode_events, events_channel
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Database, Store
 

@@ -26,10 +26,10 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection
 
 from devteam.app import server_config
+from devteam.broker.channels import events_channel
 from devteam.domain.enums import TERMINAL_STATUSES, Role
 from devteam.domain.tasks import Task
 from devteam.domain.users import User
-from devteam.orchestration.work import events_channel
 from devteam.services import Services
 from devteam.settings import Settings
 from tests.auth import PASSWORD, add_user

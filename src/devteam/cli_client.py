@@ -43,12 +43,12 @@ from devteam.client import (
     Tokens,
     websocket_url,
 )
+from devteam.domain.events import TERMINAL_EVENTS
 from devteam.domain.tasks import Usage
 
 __all__ = ["websocket_url"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL_EVENTS = {"task.completed", "task.failed", "task.cancelled"}
 
 
 class ExitCode(IntEnum):

@@ -40,7 +40,7 @@ import websockets
 from pydantic import BaseModel, ConfigDict
 
 from devteam.domain.enums import AgentType, Phase, TaskStatus
-from devteam.domain.events import Event, EventType
+from devteam.domain.events import TERMINAL_EVENTS, Event
 from devteam.domain.projects import ProjectView as Project
 from devteam.domain.tasks import Budget, TaskError, TaskRequest, TaskResult, TaskSummary, Usage
 
@@ -66,9 +66,6 @@ __all__ = [
 
 REFRESH_MARGIN_S = 30.0
 """Renew an access token this long before it expires."""
-TERMINAL_EVENTS = frozenset(
-    {EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED}
-)
 WS_UNAUTHORIZED = 4401
 """The WebSocket close code for a bad or expired token."""
 

@@ -19,10 +19,10 @@ from uuid import UUID
 
 import pytest
 
+from devteam.broker.channels import events_channel
 from devteam.domain.enums import TERMINAL_STATUSES, Role, TaskStatus
 from devteam.domain.events import EventType
 from devteam.domain.tasks import Task, TaskRequest, Usage
-from devteam.orchestration.work import events_channel
 from devteam.services import Services, open_services
 from devteam.settings import Settings
 from tests import servers

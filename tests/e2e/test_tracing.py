@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from devteam.orchestration.work import WorkItem
+from devteam.orchestration.queue import WorkItem
 from tests import servers
 from tests.auth import JWT_SECRET, PASSWORD
 from tests.e2e.test_scale_out import create_user

@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 from uuid import UUID
 
+from devteam.broker.channels import decode_events, events_channel
 from devteam.broker.protocol import Broker, Subscription
 from devteam.domain.errors import ServiceUnavailable
 from devteam.domain.events import Event
 from devteam.observability.logging import get_logger
-from devteam.orchestration.work import decode_events, events_channel
 
 log = get_logger(__name__)
 

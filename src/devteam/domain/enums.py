@@ -22,6 +22,16 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+"""A task in one of these never moves again."""
+
+ACTIVE_STATUSES = frozenset(TaskStatus) - TERMINAL_STATUSES
+"""Not finished yet."""
+
+RUNNING_STATUSES = frozenset({TaskStatus.IN_PROGRESS, TaskStatus.CANCELLING})
+"""An agent attempt may be running: with a lease, it takes a concurrency slot."""
+
+LEASED_STATUSES = RUNNING_STATUSES | {TaskStatus.PLANNING}
+"""Statuses in which a worker holds the task's lease (an attempt, or an LLM planning)."""
 
 
 class AgentType(StrEnum):
@@ -48,7 +58,11 @@ class Phase(StrEnum):
 
     @property
     def order(self) -> int:
-        return list(Phase).index(self)
+        return PHASE_ORDER.index(self)
+
+
+PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
+"""The default order of the phases (`phases` in team_leader.yaml may change it)."""
 
 
 class Role(StrEnum):

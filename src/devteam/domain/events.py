@@ -31,6 +31,12 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
 
 
+TERMINAL_EVENTS = frozenset(
+    {EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED}
+)
+"""The events of a task reaching a terminal status: a root's last status event."""
+
+
 class NewEvent(BaseModel):
     """An event about to be appended; storage assigns `id`, `seq` and `ts`."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -393,3 +394,10 @@ class TaskResult(BaseModel):
     prompt_version: str | None = None
     """Content hash of the system prompt used."""
     model: str | None = None
+
+
+def phase_rank(task: Task, phases: Sequence[str]) -> int:
+    """Where the task's phase comes in `phases`; a task of no listed phase comes last."""
+    if task.phase is None or task.phase not in phases:
+        return len(phases)
+    return list(phases).index(task.phase)

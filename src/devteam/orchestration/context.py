@@ -9,10 +9,9 @@ from uuid import UUID
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.events import EventType, NewEvent
-from devteam.domain.tasks import Task, TaskResult, TaskSpec, Usage
+from devteam.domain.tasks import Task, TaskResult, TaskSpec, Usage, phase_rank
 from devteam.orchestration.engine import Engine
 from devteam.orchestration.rules.base import Tree
-from devteam.orchestration.rules.scheduling import phase_rank
 from devteam.settings.team_leader import TeamLeaderConfig
 
 

@@ -1,22 +1,31 @@
-"""The rules engine: every status change of every task goes through `Engine.transition`.
+"""The rules engine, and the only writer of task rows.
 
-One database transaction per call: the task's whole tree is loaded and locked,
-the policy's rules run before the change (and may reject, delay or rewrite it),
-the change is written, the rules run after it (events, follow-up transitions,
-side effects), follow-up transitions run in the same transaction, and the
-events are appended. Only after the commit are events published and side
-effects (queueing work, stopping agents) carried out, so nothing is announced
-that did not happen.
+Every status change of every task goes through `Engine.transition_many`, and so
+does every task's creation (a transition from nothing to `pending`). One
+database transaction per call: the trees of the tasks concerned are loaded and
+locked, the policy's rules run before each change (and may reject, delay or
+rewrite it), the change is applied to the tree, the rules run after it (events,
+follow-up transitions, new tasks, side effects), follow-up transitions run in
+the same transaction, then every change and new task is written and the events
+are appended. Only after the commit are events published and side effects
+(queueing work, stopping agents) carried out, so nothing is announced that did
+not happen.
+
+Beside status changes the engine writes two kinds of bookkeeping: lease renewals
+(`renew_leases`) and a root task's creation in one statement (`create_root`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from devteam.domain.audit import NewAuditEntry
 from devteam.domain.enums import TERMINAL_STATUSES, AgentType, Phase, TaskStatus
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, EventType, NewEvent
@@ -40,7 +49,7 @@ MAX_REWRITES = 5
 MAX_CASCADE = 2_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransitionResult:
     task: Task
     """The task after the call (unchanged when the transition did not happen)."""
@@ -48,7 +57,7 @@ class TransitionResult:
     requested: TaskStatus
     reason: str | None = None
     rule: str | None = None
-    delay_until: Any = None
+    delay_until: datetime | None = None
     tree: Tree | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -68,11 +77,12 @@ class Effects(Protocol):
     async def flush(self, outbox: Outbox) -> None: ...
 
 
-Prepare = Callable[[UnitOfWork, dict[UUID, Tree]], Awaitable[Sequence[TransitionRequest]]]
-"""Work done in the transaction before the transitions (e.g. inserting a plan)."""
 Finish = Callable[[UnitOfWork, list[TransitionResult]], Awaitable[None]]
 """Work done in the transaction after the transitions, seeing their results (e.g. an
 audit entry that must commit with them)."""
+
+Within = Callable[[UnitOfWork, Task], Awaitable[None]]
+"""Work done in the transaction that creates a root task (e.g. its Idempotency-Key)."""
 
 
 class Engine:
@@ -89,9 +99,13 @@ class Engine:
         self.config = config
         self.clock = clock
         self.effects = effects
+        if hasattr(effects, "engine"):
+            effects.engine = self
         # Last delay reason per task: a delay repeated for the same reason is not
         # recorded again, so retries of a waiting start do not flood the history.
         self._last_delay: OrderedDict[UUID, str] = OrderedDict()
+
+    # -- status changes --------------------------------------------------------------
 
     async def transition(
         self,
@@ -112,56 +126,94 @@ class Engine:
         requests: Sequence[TransitionRequest],
         *,
         root_ids: Sequence[UUID] | None = None,
-        lock: Sequence[UUID] = (),
-        prepare: Prepare | None = None,
-        events: Sequence[tuple[UUID, NewEvent]] = (),
         finish: Finish | None = None,
     ) -> list[TransitionResult]:
         """Run several transitions (of one or several trees) in one transaction.
 
         `root_ids`, when given, are the roots of the tasks in `requests` (saves a
-        lookup). `lock` names more roots to load and lock, for `prepare`, which runs
-        first inside the transaction and may return more requests (their results
-        follow those of `requests`); `events` are appended before the transitions'
-        own. `finish` runs last inside the transaction with the results of `requests`.
+        lookup; a creation names its root itself). `finish` runs last inside the
+        transaction with the results of `requests`.
         """
         outbox = Outbox()
         appended: dict[UUID, list[Event]] = {}
         async with self.store.transaction() as tx:
-            roots = list(root_ids or [])
-            if len(roots) != len(requests):
-                known = await tx.tasks.root_ids([r.task_id for r in requests])
-                missing = [r.task_id for r in requests if r.task_id not in known]
-                if missing:
-                    raise NotFound(f"task {missing[0]} does not exist")
-                roots = [known[r.task_id] for r in requests]
-            loaded = await tx.tasks.load_trees([*roots, *lock])
+            roots = await self._roots_of(tx, requests, root_ids)
+            loaded = await tx.tasks.load_trees(roots)
             trees = {root: Tree(rows) for root, rows in loaded.items()}
-            pending_events: dict[UUID, list[NewEvent]] = defaultdict(list)
-            for root, event in events:
-                pending_events[root].append(event)
-            all_requests = list(zip(roots, requests, strict=True))
-            if prepare is not None:
-                for extra in await prepare(tx, trees):
-                    all_requests.append((self._root_of(trees, extra.task_id), extra))
+            events: dict[UUID, list[NewEvent]] = defaultdict(list)
+            config = self.config()
             results = []
-            for root, request in all_requests:
+            for root, request in zip(roots, requests, strict=True):
                 tree = trees.get(root)
-                if tree is None or request.task_id not in tree.tasks:
+                if tree is None or (request.new is None and request.task_id not in tree.tasks):
                     raise NotFound(f"task {request.task_id} does not exist")
-                results.append(await self._run(tx, tree, request, outbox, pending_events[root]))
+                results.append(await self._run(tx, tree, request, config, outbox, events[root]))
             if finish is not None:
-                await finish(tx, results[: len(requests)])
-            # Every change of the transaction is written once, in as few statements as
-            # possible; the trees were locked, so nothing else changed these rows.
-            await tx.tasks.write_changes([c for tree in trees.values() for c in tree.changes()])
-            for tree in trees.values():
-                tree.mark_written()
-            appended = await tx.events.append_many(pending_events)
+                await finish(tx, results)
+            await self._write(tx, trees.values())
+            appended = await tx.events.append_many(events)
         if appended:
             await self.effects.publish(appended)
         await self.effects.flush(outbox)
         return results
+
+    async def create_root(
+        self,
+        root: Task,
+        *,
+        audit: NewAuditEntry | None = None,
+        within: Within | None = None,
+    ) -> tuple[Task, list[Event]]:
+        """Create a root task: its transition from nothing to `pending`, through the policy.
+
+        Written with its first events (and `audit`, the entry of its creation) in one
+        statement, one round trip, when there is no `within`; `within` runs in the
+        creating transaction otherwise.
+        """
+        outbox = Outbox()
+        events: list[NewEvent] = []
+        session: AbstractAsyncContextManager[UnitOfWork] = (
+            self.store.write_statement() if within is None else self.store.transaction()
+        )
+        async with session as tx:
+            tree = Tree([root])
+            tree.created[root.id] = None
+            request = TransitionRequest.create(root)
+            result = await self._run(tx, tree, request, self.config(), outbox, events)
+            if not result.accepted:
+                raise RuntimeError(f"the rules refused to create a task: {result.reason}")
+            if tree.changes() or len(tree.created) != 1:
+                raise RuntimeError("creating a root task may not change or create other tasks")
+            created = tree.root
+            appended = await tx.events.insert_root(created, events, audit=audit)
+            if within is not None:
+                await within(tx, created)
+        await self.effects.publish({created.id: appended})
+        await self.effects.flush(outbox)
+        return created, appended
+
+    async def requeue(self, tasks: Iterable[Task]) -> list[TransitionResult]:
+        """Put delegated work back on the queue (a retry whose back-off ended, work lost with
+        an in-process queue): a move from `delegated` to itself, which the queue rule sees."""
+        requests = [
+            TransitionRequest(
+                t.id, TaskStatus.DELEGATED, reason="back on the queue", expect_status=t.status
+            )
+            for t in tasks
+        ]
+        if not requests:
+            return []
+        roots = [t.root_id for t in tasks]
+        return await self.transition_many(requests, root_ids=roots)
+
+    async def renew_leases(
+        self, owner: str, task_ids: Sequence[UUID], until: datetime
+    ) -> set[UUID]:
+        """Extend the leases `owner` still holds; returns the ids it still holds."""
+        if not task_ids:
+            return set()
+        async with self.store.transaction() as tx:
+            return await tx.tasks.renew_leases(owner, task_ids, until)
 
     async def append_events(self, root_id: UUID, new: Sequence[NewEvent]) -> list[Event]:
         """Events that are not status changes (progress, tool calls)."""
@@ -170,18 +222,45 @@ class Engine:
         await self.effects.publish({root_id: appended})
         return appended
 
+    # -- inside the transaction --------------------------------------------------------
+
     @staticmethod
-    def _root_of(trees: dict[UUID, Tree], task_id: UUID) -> UUID:
-        for root, tree in trees.items():
-            if task_id in tree.tasks:
-                return root
-        raise NotFound(f"task {task_id} is not in the transaction's trees")
+    async def _roots_of(
+        tx: UnitOfWork, requests: Sequence[TransitionRequest], root_ids: Sequence[UUID] | None
+    ) -> list[UUID]:
+        if root_ids is not None and len(root_ids) == len(requests):
+            return list(root_ids)
+        lookup = [r.task_id for r in requests if r.new is None]
+        known = await tx.tasks.root_ids(lookup) if lookup else {}
+        roots = []
+        for request in requests:
+            if request.new is not None:
+                roots.append(request.new.root_id)
+            elif request.task_id in known:
+                roots.append(known[request.task_id])
+            else:
+                raise NotFound(f"task {request.task_id} does not exist")
+        return roots
+
+    @staticmethod
+    async def _write(tx: UnitOfWork, trees: Iterable[Tree]) -> None:
+        """Every change of the transaction, written once, in as few statements as possible;
+        the trees were locked, so nothing else changed these rows."""
+        new: list[Task] = []
+        changes: list[tuple[Task, Task]] = []
+        for tree in trees:
+            new += tree.new_tasks()
+            changes += tree.changes()
+            tree.mark_written()
+        await tx.tasks.insert_many(new)
+        await tx.tasks.write_changes(changes)
 
     async def _run(
         self,
         tx: UnitOfWork,
         tree: Tree,
         request: TransitionRequest,
+        config: TeamLeaderConfig,
         outbox: Outbox,
         events: list[NewEvent],
     ) -> TransitionResult:
@@ -194,66 +273,107 @@ class Engine:
             if done > MAX_CASCADE:
                 raise RuntimeError("transition cascade does not end")
             current = queue.popleft()
+            if (
+                current.creates
+                and current.task_id in tree.tasks
+                and not self._stale(current, tree.tasks[current.task_id])
+            ):
+                # The new tasks first, each created through the policy; then this.
+                creations = [TransitionRequest.create(t) for t in current.creates]
+                events.extend(current.events_before)
+                then = replace(current, creates=[], events_before=[])
+                if current is request:
+                    request = then
+                queue.extendleft(reversed([*creations, then]))
+                continue
+            if current.new is None and current.task_id not in tree.tasks:
+                if current is request:
+                    raise NotFound(f"task {current.task_id} does not exist")
+                continue  # a follow-up of a creation the rules refused
             events.extend(current.events_before)
-            ctx = await self._evaluate(tx, tree, current)
-            result = TransitionResult(
-                task=ctx.updated or ctx.task,
-                decision=ctx.decision,
-                requested=current.to,
-                reason=ctx.decision_reason,
-                rule=ctx.decided_by,
-                delay_until=ctx.delay_until,
-                tree=tree,
-            )
-            events.extend(ctx.events)
-            outbox.merge(ctx.outbox)
+            ctx = await self._evaluate(tx, tree, current, config, outbox, events)
+            if current is request:
+                first = TransitionResult(
+                    task=ctx.updated or ctx.task,
+                    decision=ctx.decision,
+                    requested=current.to,
+                    reason=ctx.decision_reason,
+                    rule=ctx.decided_by,
+                    delay_until=ctx.delay_until,
+                    tree=tree,
+                )
             queue.extend(ctx.cascade)
-            if first is None:
-                first = result
+            if ctx.decision is Decision.ACCEPT:
+                queue.extend(current.then)
         assert first is not None
         return first
 
     async def _evaluate(
-        self, tx: UnitOfWork, tree: Tree, request: TransitionRequest
+        self,
+        tx: UnitOfWork,
+        tree: Tree,
+        request: TransitionRequest,
+        config: TeamLeaderConfig,
+        outbox: Outbox,
+        events: list[NewEvent],
     ) -> TransitionContext:
-        task = tree.get(request.task_id)
+        creating = request.new is not None
+        if request.new is not None and request.new.id not in tree.tasks:
+            tree.add(request.new)
+        task = tree.tasks[request.task_id]
+        mark = len(events)
         ctx = TransitionContext(
             tx=tx,
             tree=tree,
             task=task,
             requested=request.to,
             proposed=request.to,
-            config=self.config(),
+            config=config,
             now=self.clock.now(),
+            outbox=outbox,
+            events=events,
+            event_mark=mark,
+            creating=creating,
             reason=request.reason,
             updates=dict(request.updates),
-            event_data=dict(request.event_data),
+            event_data=request.event_data,
         )
-        if request.expect_attempt is not None and request.expect_attempt != task.attempt:
-            # A work item of an earlier attempt: nothing to decide, nothing to record.
+        if stale := self._stale(request, task):
+            # A work item of an earlier attempt, or a lease taken over already:
+            # nothing to decide, nothing to record.
             ctx.decision = Decision.REJECT
-            ctx.decision_reason = f"stale: the task is at attempt {task.attempt}"
-            return ctx
-        if request.expect_lease_owner is not None and (
-            request.expect_lease_owner != task.lease_owner or task.status != request.expect_status
-        ):
-            # Taken over already (by another sweeper or worker): not again.
-            ctx.decision = Decision.REJECT
-            ctx.decision_reason = "stale: the lease changed hands"
+            ctx.decision_reason = stale
             return ctx
         await self._before(ctx)
-        if ctx.decision == Decision.DELAY:
-            self._forget_repeated_delay(ctx)
+        if ctx.decision is Decision.DELAY:
+            self._forget_repeated_delay(ctx, mark)
             return ctx
-        if ctx.decision == Decision.REJECT:
+        if ctx.decision is Decision.REJECT:
+            if creating:
+                tree.discard(task.id)
             return ctx
         self._last_delay.pop(task.id, None)
-        updated = apply_updates(task, ctx.proposed, ctx.updates, ctx.now)
+        updated = (
+            created_with(task, ctx.updates)
+            if creating
+            else apply_updates(task, ctx.proposed, ctx.updates, ctx.now)
+        )
         tree.put(updated)
         ctx.updated = updated
         for rule in self.policy.for_transition(ctx.from_status, ctx.proposed):
             await rule.after_transition(ctx)
         return ctx
+
+    @staticmethod
+    def _stale(request: TransitionRequest, task: Task) -> str | None:
+        if request.expect_attempt is not None and request.expect_attempt != task.attempt:
+            return f"stale: the task is at attempt {task.attempt}"
+        owner = request.expect_lease_owner
+        if owner is not None and owner != task.lease_owner:
+            return "stale: the lease changed hands"
+        if request.expect_status is not None and request.expect_status != task.status:
+            return f"stale: the task is {task.status} now"
+        return None
 
     async def _before(self, ctx: TransitionContext) -> None:
         while True:
@@ -269,10 +389,10 @@ class Engine:
                 ctx.decision_reason = "the rules keep rewriting this transition"
                 return
 
-    def _forget_repeated_delay(self, ctx: TransitionContext) -> None:
+    def _forget_repeated_delay(self, ctx: TransitionContext, mark: int) -> None:
         key = f"{ctx.decided_by}: {ctx.decision_reason}"
         if self._last_delay.get(ctx.task.id) == key:
-            ctx.events = [e for e in ctx.events if e.type != EventType.RULE_DECISION]
+            ctx.events[mark:] = [e for e in ctx.events[mark:] if e.type != EventType.RULE_DECISION]
         else:
             self._last_delay[ctx.task.id] = key
             self._last_delay.move_to_end(ctx.task.id)
@@ -293,16 +413,21 @@ _UPDATABLE = frozenset(
 )
 
 
-def apply_updates(task: Task, status: TaskStatus, updates: dict[str, Any], now: Any) -> Task:
-    """The task after moving to `status` with `updates` written alongside."""
-    data: dict[str, Any] = {"status": status, "updated_at": now, "version": task.version + 1}
+def _fields(task: Task, updates: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
     for key, value in updates.items():
         if key == "usage_delta":
             data["usage"] = task.usage + (
                 value if isinstance(value, Usage) else Usage.model_validate(value)
             )
         elif key == "error":
-            data["error"] = TaskError.model_validate(value) if value is not None else None
+            data["error"] = (
+                None
+                if value is None
+                else value
+                if isinstance(value, TaskError)
+                else TaskError.model_validate(value)
+            )
         elif key == "agent_type":
             data[key] = AgentType(value) if value is not None else None
         elif key == "phase":
@@ -311,8 +436,22 @@ def apply_updates(task: Task, status: TaskStatus, updates: dict[str, Any], now: 
             data[key] = value
         else:
             raise ValueError(f"a transition cannot set {key!r}")
+    return data
+
+
+def apply_updates(task: Task, status: TaskStatus, updates: dict[str, Any], now: Any) -> Task:
+    """The task after moving to `status` with `updates` written alongside."""
+    data = _fields(task, updates)
+    data.update(status=status, updated_at=now, version=task.version + 1)
     if status == TaskStatus.IN_PROGRESS and task.started_at is None:
         data["started_at"] = now
     if status in TERMINAL_STATUSES:
         data["finished_at"] = now
     return task.model_copy(update=data)
+
+
+def created_with(task: Task, updates: dict[str, Any]) -> Task:
+    """A task being created, with the fields the rules set on its creation."""
+    if not updates:
+        return task
+    return task.model_copy(update=_fields(task, updates))

@@ -1,13 +1,14 @@
 """The executor: takes ready work off the queue and runs it, under the rules.
 
-Each executor process (the API process in embedded mode, `devteam worker` at
-scale) loops: receive work items, most urgent first; start them through the
-rules engine in one transaction per batch (the concurrency rules may delay a
-start: the item is then held, and tried again when a slot frees); run each
-started attempt as an asyncio task, supervised — timeouts, cancellation, lease
-loss — and record its outcome through the engine. Leases in the database and
-on the queue are renewed by one heartbeat loop; an item is acknowledged only
-once its outcome is committed, so a crash at any point loses nothing.
+Each executor (in the API process in embedded mode, in `devteam worker` at
+scale) runs one loop per lane, in the manner of arq's worker: receive work
+items, most urgent first; start them through the rules engine in one
+transaction per batch (the concurrency rules may delay a start: the item is
+then held, and tried again when a slot frees); hold each started piece of work
+as an asyncio task; and heartbeat the leases of what it holds. The agent lane
+runs attempts (`attempt.py` supervises each); the plan lane plans root tasks
+(`planning.py`). An item is acknowledged only once its outcome is committed,
+so a crash at any point loses nothing.
 """
 
 from __future__ import annotations
@@ -17,52 +18,35 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from devteam.broker.channels import CONTROL_CHANNEL
 from devteam.broker.protocol import Broker, QueueMessage, Subscription
-from devteam.domain.agents import Agent, AgentFailed
-from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
+from devteam.domain.agents import Agent
+from devteam.domain.enums import LEASED_STATUSES, TERMINAL_STATUSES, AgentType, TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.events import EventType, NewEvent
-from devteam.domain.tasks import Task, TaskResult, Usage
+from devteam.domain.tasks import Task, Usage
 from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger, log_context
+from devteam.orchestration.attempt import Running, StopReason, failed, run_attempt
 from devteam.orchestration.clock import Clock
 from devteam.orchestration.committer import GroupCommitter
-from devteam.orchestration.context import (
-    ExecutionContext,
-    attempt_deadline,
-    build_spec,
-    dependency_results,
-)
 from devteam.orchestration.engine import Engine, TransitionResult
-from devteam.orchestration.planner import Planner, PlanningFailed, PlanOutcome, build_subtasks
+from devteam.orchestration.planning import Planner, Planning
+from devteam.orchestration.queue import PLAN_QUEUE, PRIORITY_QUEUES, WorkItem
 from devteam.orchestration.recovery import end_lost_attempt
 from devteam.orchestration.rules.base import Decision, TransitionRequest, Tree
-from devteam.orchestration.work import CONTROL_CHANNEL, PLAN_QUEUE, PRIORITY_QUEUES, WorkItem
 from devteam.settings.team_leader import TeamLeaderConfig
-from devteam.storage import Store, UnitOfWork
 
 log = get_logger(__name__)
 
 S = TaskStatus
 PLAN_BATCH = 64
 """Roots taken off the plan queue at once (planned in one transaction when they can be)."""
-
-
-@dataclass
-class _Running:
-    item: WorkItem
-    message: QueueMessage
-    runner: asyncio.Task[Any] | None = None
-    stop_reason: str | None = None
-    """Why the runner was cancelled: `cancel`, `lease_lost` or `shutdown`."""
-    recording: bool = False
-    """The attempt is over and its outcome is being committed: nothing may cancel it now."""
 
 
 @dataclass
@@ -76,12 +60,24 @@ class _Held:
     received: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Lane:
+    """One receive loop: which queues it reads, how much it may hold, what it does."""
+
+    name: str
+    queues: list[str]
+    free: Callable[[], int]
+    """How many more items this lane may take now."""
+    freed: asyncio.Event
+    """Set when `free` may have grown."""
+    dispatch: Callable[[list[tuple[WorkItem, QueueMessage]]], Coroutine[Any, Any, None]]
+
+
 class Executor:
     def __init__(
         self,
         *,
         engine: Engine,
-        store: Store,
         broker: Broker,
         planner: Planner,
         agents: Mapping[AgentType, Agent],
@@ -92,22 +88,18 @@ class Executor:
         name: str = "executor",
     ) -> None:
         self.engine = engine
-        self.store = store
         self.broker = broker
-        self.planner = planner
         self.agents = agents
         self.config = config
         self.clock = clock
         self.concurrency = concurrency
         self.planning_concurrency = planning_concurrency
+        self.owner = f"{name}-{uuid.uuid4().hex[:10]}"
+        self.planning = Planning(engine, planner, config, clock, self.owner)
         self._planning: set[UUID] = set()
         """Roots planned by an LLM right now (bounded by `planning_concurrency`)."""
-        self._plan_slot_freed = asyncio.Event()
-        self.owner = f"{name}-{uuid.uuid4().hex[:10]}"
-        self._running: dict[UUID, _Running] = {}
+        self._running: dict[UUID, Running] = {}
         self._held: dict[str, _Held] = {}
-        self._slot_freed = asyncio.Event()
-        """Set when a running attempt ends: the receive loop may take more work."""
         self._retry_now = asyncio.Event()
         """Set when held work may be able to start now."""
         self._receiving = True
@@ -117,6 +109,20 @@ class Executor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._outcomes = GroupCommitter(engine)
+        self._runs = _Lane(
+            "runs",
+            PRIORITY_QUEUES,
+            lambda: self.concurrency - len(self._running) - len(self._held),
+            asyncio.Event(),
+            self._start,
+        )
+        self._plans = _Lane(
+            "plans",
+            [PLAN_QUEUE],
+            lambda: PLAN_BATCH if len(self._planning) < self.planning_concurrency else 0,
+            asyncio.Event(),
+            self._plan,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -138,8 +144,8 @@ class Executor:
             async with asyncio.TaskGroup() as group:
                 # Attempts and plans run in this group too: run() ends only when they have.
                 self._group = group
-                group.create_task(self._receive_loop(), name="executor-receive")
-                group.create_task(self._plan_loop(), name="executor-plan")
+                group.create_task(self._receive_loop(self._runs), name="executor-receive")
+                group.create_task(self._receive_loop(self._plans), name="executor-plan")
                 group.create_task(self._heartbeat_loop(), name="executor-heartbeat")
                 group.create_task(self._held_loop(), name="executor-held")
         finally:
@@ -165,14 +171,15 @@ class Executor:
         `run()` returns by itself once this does.
         """
         self._receiving = False
-        self._slot_freed.set()
+        self._runs.freed.set()
+        self._plans.freed.set()
         self._retry_now.set()
         await self._release_held()
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for running in list(self._running.values()):
-            self._stop_runner(running, "shutdown")
+            running.stop(StopReason.SHUTDOWN)
         while self._running and time.monotonic() < deadline + 30:
             await asyncio.sleep(0.02)
         if self._running:
@@ -182,66 +189,24 @@ class Executor:
         await self._release_held()
         self._halted.set()
 
-    # -- receiving and starting -----------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
+    async def _receive_loop(self, lane: _Lane) -> None:
+        """Receive what the lane has room for, and hand it to the lane's dispatch."""
         lease = self.config().leases.duration_s
         while self._receiving:
-            free = self.concurrency - len(self._running) - len(self._held)
+            free = lane.free()
             if free <= 0:
-                self._slot_freed.clear()
+                lane.freed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                    await asyncio.wait_for(lane.freed.wait(), 1.0)
                 continue
             try:
                 messages = await self.broker.queue.receive(
-                    PRIORITY_QUEUES,
-                    self.owner,
-                    max_messages=free,
-                    wait=1.0,
-                    visibility_timeout=lease,
+                    lane.queues, self.owner, max_messages=free, wait=1.0, visibility_timeout=lease
                 )
             except Exception:
-                log.exception("receiving work failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            if not self.accepting_work:
-                await self._release(messages)
-                return
-            if messages:
-                await self._dispatch([(WorkItem.decode(m.payload), m) for m in messages])
-
-    async def _dispatch(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
-        plans = [(i, m) for i, m in batch if i.kind == "plan"]
-        runs = [(i, m) for i, m in batch if i.kind == "run"]
-        if plans:
-            await self._plan_batch(plans)
-        if runs:
-            await self._start(runs)
-
-    async def _plan_loop(self) -> None:
-        """Take roots to plan, whatever agent work is running.
-
-        Plans that need no LLM are made in batches, one transaction each; at most
-        `planning_concurrency` LLM plans run at once.
-        """
-        lease = self.config().leases.duration_s
-        while self._receiving:
-            if len(self._planning) >= self.planning_concurrency:
-                self._plan_slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._plan_slot_freed.wait(), 1.0)
-                continue
-            try:
-                messages = await self.broker.queue.receive(
-                    [PLAN_QUEUE],
-                    self.owner,
-                    max_messages=PLAN_BATCH,
-                    wait=1.0,
-                    visibility_timeout=lease,
-                )
-            except Exception:
-                log.exception("receiving plans failed; retrying")
+                log.exception("receiving work failed; retrying", lane=lane.name)
                 await asyncio.sleep(1.0)
                 continue
             if not self.accepting_work:
@@ -249,14 +214,13 @@ class Executor:
                 return
             if messages:
                 try:
-                    await self._dispatch([(WorkItem.decode(m.payload), m) for m in messages])
+                    await lane.dispatch([(WorkItem.decode(m.payload), m) for m in messages])
                 except Exception:
-                    log.exception("planning a batch failed; its items will come back")
+                    log.exception("dispatching work failed; its items will come back")
 
     async def _start(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         """Start a batch of attempts in one transaction; hold what must wait."""
-        now = self.clock.now()
-        lease_until = now + timedelta(seconds=self.config().leases.duration_s)
+        lease_until = self.clock.now() + timedelta(seconds=self.config().leases.duration_s)
         requests = [
             TransitionRequest(
                 item.task_id,
@@ -285,19 +249,19 @@ class Executor:
         if result.accepted and task.status == S.IN_PROGRESS and not self._receiving:
             # Started just as this executor began to stop: hand it straight back.
             await self._outcomes.commit(
-                self._failed(task, ErrorCode.WORKER_STOPPED, "the worker is stopping", Usage()),
+                failed(task, ErrorCode.WORKER_STOPPED, "the worker is stopping", Usage()),
                 item.root_id,
             )
             await self._ack(message)
             return
         if result.accepted and task.status == S.IN_PROGRESS:
             assert result.tree is not None
-            running = _Running(item, message)
+            running = Running(item, message)
             self._running[task.id] = running
             running.runner = self._spawn(self._attempt(running, task, result.tree))
             self._update_slots()
             return
-        if result.decision == Decision.DELAY:
+        if result.decision is Decision.DELAY:
             retry_in = 0.0
             if result.delay_until is not None:
                 retry_in = max((result.delay_until - self.clock.now()).total_seconds(), 0.05)
@@ -314,8 +278,7 @@ class Executor:
         if task.status in TERMINAL_STATUSES or task.attempt != item.attempt:
             await self._ack(message)
             return
-        running_elsewhere = task.status in (S.IN_PROGRESS, S.CANCELLING, S.PLANNING)
-        if running_elsewhere and task.lease_owner not in (None, self.owner):
+        if task.status in LEASED_STATUSES and task.lease_owner not in (None, self.owner):
             expires = task.lease_expires_at
             if expires is not None and expires > self.clock.now():
                 # Its worker may be alive: look again when its lease would end.
@@ -324,6 +287,8 @@ class Executor:
                 return
             await end_lost_attempt(self.engine, task)
         await self._ack(message)
+
+    # -- held work -------------------------------------------------------------------
 
     def _hold(self, item: WorkItem, message: QueueMessage, retry_in: float = 0.0) -> None:
         retry_at = time.monotonic() + retry_in if retry_in > 0 else 0.0
@@ -360,7 +325,12 @@ class Executor:
             return
         for held in due:
             del self._held[held.message.id]
-        await self._start([(h.item, h.message) for h in due])
+        plans = [(h.item, h.message) for h in due if h.item.kind == "plan"]
+        runs = [(h.item, h.message) for h in due if h.item.kind == "run"]
+        if plans:
+            await self._plan(plans)
+        if runs:
+            await self._start(runs)
 
     def _on_control(self, raw: bytes) -> None:
         try:
@@ -373,133 +343,31 @@ class Executor:
             for task_id in message.get("task_ids", []):
                 running = self._running.get(UUID(task_id))
                 if running is not None:
-                    self._stop_runner(running, "cancel")
+                    running.stop(StopReason.CANCEL)
 
     # -- attempts --------------------------------------------------------------------
 
-    async def _attempt(self, running: _Running, task: Task, tree: Tree) -> None:
-        agent_type = task.agent_type.value if task.agent_type else "none"
-        with (
-            tracing.continued(running.item.traceparent or task.trace_parent),
-            tracing.span(
-                f"agent {agent_type}",
-                devteam_task_id=str(task.id),
-                devteam_root_id=str(task.root_id),
-                devteam_agent_type=agent_type,
-                devteam_attempt=task.attempt,
-            ),
-        ):
-            await self._run_attempt(running, task, tree)
-
-    async def _run_attempt(self, running: _Running, task: Task, tree: Tree) -> None:
-        config = self.config()
-        now = self.clock.now()
-        agent = self.agents.get(task.agent_type) if task.agent_type else None
-        context = ExecutionContext(
-            self.engine, task, dependency_results(task, tree, [str(p) for p in config.phases])
-        )
-        outcome: TransitionRequest
-        agent_label = task.agent_type.value if task.agent_type else "none"
-        metrics.TASKS_IN_PROGRESS.labels(agent_label).inc()
+    async def _attempt(self, running: Running, task: Task, tree: Tree) -> None:
         started = time.perf_counter()
-        timeout = 0.0
-        with log_context(task_id=str(task.id), agent=agent_label):
-            try:
-                if running.stop_reason is not None:
-                    raise asyncio.CancelledError
-                if agent is None:
-                    raise AgentFailed(
-                        ErrorCode.AGENT_UNAVAILABLE,
-                        f"no agent of type {task.agent_type} is available",
-                    )
-                spec = build_spec(task, tree, config, now)
-                timeout = (attempt_deadline(task, tree, config, now) - now).total_seconds()
-                inner = asyncio.create_task(agent.execute(spec, context))
-                try:
-                    result = await asyncio.wait_for(asyncio.shield(inner), max(timeout, 0.001))
-                except TimeoutError:
-                    inner.cancel()
-                    with contextlib.suppress(BaseException):
-                        await inner
-                    raise
-                except asyncio.CancelledError:
-                    inner.cancel()
-                    with contextlib.suppress(BaseException):
-                        await inner
-                    raise
-                outcome = self._completed(task, result, context)
-            except asyncio.CancelledError:
-                _uncancel()
-                outcome = self._stopped(task, running.stop_reason, context)
-                if running.stop_reason == "lease_lost":
-                    self._finish(running)
-                    return
-            except TimeoutError:
-                outcome = self._failed(
-                    task,
-                    ErrorCode.TIMEOUT,
-                    f"the attempt did not finish within {timeout:g}s",
-                    context.usage,
-                )
-            except AgentFailed as exc:
-                usage = exc.usage if exc.usage != Usage() else context.usage
-                outcome = self._failed(task, exc.error_code, exc.message, usage)
-            except Exception as exc:
-                log.exception("agent failed")
-                outcome = self._failed(
-                    task, ErrorCode.AGENT_ERROR, f"{type(exc).__name__}: {exc}", context.usage
-                )
-            finally:
-                metrics.TASKS_IN_PROGRESS.labels(agent_label).dec()
-            elapsed = time.perf_counter() - started
-            running.recording = True
-            try:
-                await self._record(running, outcome, agent_label, elapsed)
-            finally:
-                self._finish(running)
-
-    def _completed(
-        self, task: Task, result: TaskResult, context: ExecutionContext
-    ) -> TransitionRequest:
-        usage = result.usage if result.usage != Usage() else context.usage
-        return TransitionRequest(
-            task.id,
-            S.COMPLETED,
-            updates={"result": result.model_dump(mode="json"), "usage_delta": usage},
-            expect_attempt=task.attempt,
-        )
-
-    def _failed(
-        self, task: Task, code: ErrorCode | str, message: str, usage: Usage
-    ) -> TransitionRequest:
-        return TransitionRequest(
-            task.id,
-            S.FAILED,
-            updates={"error": {"code": str(code), "message": message}, "usage_delta": usage},
-            expect_attempt=task.attempt,
-        )
-
-    def _stopped(
-        self, task: Task, reason: str | None, context: ExecutionContext
-    ) -> TransitionRequest:
-        if reason == "cancel":
-            return TransitionRequest(
-                task.id,
-                S.CANCELLED,
-                reason="cancelled while running",
-                updates={
-                    "error": {"code": ErrorCode.CANCELLED.value, "message": "cancelled"},
-                    "usage_delta": context.usage,
-                },
-                expect_attempt=task.attempt,
+        try:
+            outcome = await run_attempt(
+                running,
+                task,
+                tree,
+                engine=self.engine,
+                agents=self.agents,
+                config=self.config(),
+                clock=self.clock,
             )
-        # Shutting down: hand the work back; it runs again elsewhere, at once.
-        return self._failed(
-            task, ErrorCode.WORKER_STOPPED, "the worker stopped before it finished", context.usage
-        )
+            if outcome is not None:
+                running.recording = True
+                agent = task.agent_type.value if task.agent_type else "none"
+                await self._record(running, outcome, agent, time.perf_counter() - started)
+        finally:
+            self._finish(running)
 
     async def _record(
-        self, running: _Running, outcome: TransitionRequest, agent: str, elapsed: float
+        self, running: Running, outcome: TransitionRequest, agent: str, elapsed: float
     ) -> None:
         """Commit the attempt's outcome, then acknowledge its work item."""
         item = running.item
@@ -518,173 +386,50 @@ class Executor:
         metrics.AGENT_DURATION.labels(agent).observe(elapsed)
         await self._ack(running.message)
 
-    def _finish(self, running: _Running) -> None:
+    def _finish(self, running: Running) -> None:
         # Only this entry: a root's planning and its own attempt share the task id.
         if self._running.get(running.item.task_id) is running:
             del self._running[running.item.task_id]
         self._update_slots()
-        self._slot_freed.set()
+        self._runs.freed.set()
         self._retry_now.set()
-
-    def _stop_runner(self, running: _Running, reason: str) -> None:
-        if running.recording:
-            return
-        if running.stop_reason is None:
-            running.stop_reason = reason
-        if running.runner is not None and not running.runner.done():
-            running.runner.cancel()
 
     # -- planning --------------------------------------------------------------------
 
-    async def _plan_batch(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
-        """Plan roots in one transaction when no LLM is needed; the rest under a lease."""
-        config = self.config()
-        lease_until = self.clock.now() + timedelta(seconds=config.leases.duration_s)
-        planned_now: set[UUID] = set()
-        stale: dict[UUID, Task] = {}
-
-        async def start(tx: UnitOfWork, trees: dict[UUID, Tree]) -> list[TransitionRequest]:
-            requests: list[TransitionRequest] = []
-            for item, _ in batch:
-                tree = trees[item.root_id]
-                root = tree.get(item.task_id)
-                if root.status != S.PENDING or root.attempt != item.attempt:
-                    stale[root.id] = root  # planned already, or cancelled: nothing to decide
-                    continue
-                requests.append(
-                    TransitionRequest(
-                        root.id,
-                        S.PLANNING,
-                        updates={"lease_owner": self.owner, "lease_expires_at": lease_until},
-                        expect_attempt=item.attempt,
-                    )
-                )
-                try:
-                    with (
-                        tracing.continued(item.traceparent or root.trace_parent),
-                        tracing.span("team_leader.plan", devteam_task_id=str(root.id)),
-                    ):
-                        outcome = self.planner.plan_now(root, config)
-                except PlanningFailed as exc:
-                    planned_now.add(root.id)
-                    requests.append(self._planning_failed(root, exc))
-                    continue
-                if outcome is not None:
-                    planned_now.add(root.id)
-                    requests.append(await self._delegate_plan(tx, tree, root, outcome))
-            return requests
-
-        results = await self.engine.transition_many(
-            [], lock=[item.root_id for item, _ in batch], prepare=start
-        )
-        begun = {r.task.id: r for r in results if r.requested == S.PLANNING}
-        for item, message in batch:
-            if item.task_id in stale:
-                await self._not_started(item, message, stale[item.task_id])
-                continue
-            result = begun[item.task_id]
+    async def _plan(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
+        """Start planning a batch of roots; plan with an LLM those that need one."""
+        results = await self.planning.start([item for item, _ in batch])
+        for (item, message), result in zip(batch, results, strict=True):
             if not result.accepted:
                 await self._not_started(item, message, result.task)
-            elif item.task_id in planned_now:
-                await self._ack(message)
-            else:
-                self._planning.add(item.task_id)
-                self._spawn(self._plan_with_llm(item, message, result.task, config))
+                continue
+            assert result.tree is not None
+            root = result.tree.get(item.task_id)
+            if root.status != S.PLANNING:
+                await self._ack(message)  # planned (or failed) without an LLM
+                continue
+            self._planning.add(item.task_id)
+            self._spawn(self._plan_with_llm(item, message, root))
 
-    async def _plan_with_llm(
-        self, item: WorkItem, message: QueueMessage, root: Task, config: TeamLeaderConfig
-    ) -> None:
-        running = _Running(item, message)
+    async def _plan_with_llm(self, item: WorkItem, message: QueueMessage, root: Task) -> None:
+        running = Running(item, message, runner=asyncio.current_task())
         self._running[item.task_id] = running
-        running.runner = asyncio.current_task()
-        with (
-            tracing.continued(item.traceparent or root.trace_parent),
-            tracing.span("team_leader.plan", devteam_task_id=str(root.id), llm=True),
-            log_context(task_id=str(root.id), agent="team_leader"),
-        ):
-            try:
-                outcome = await self.planner.plan(root, config)
-            except asyncio.CancelledError:
-                _uncancel()
-                if running.stop_reason == "lease_lost":
-                    self._finish(running)
-                    self._done_planning(root.id)
-                    return
-                target = S.CANCELLED if running.stop_reason == "cancel" else S.PENDING
-                await self.engine.transition(root.id, target, root_id=root.id, reason="stopped")
-            except PlanningFailed as exc:
-                await self.engine.transition_many(
-                    [self._planning_failed(root, exc)], root_ids=[root.id]
-                )
-            except Exception as exc:
-                log.exception("planning failed")
-                await self.engine.transition(
-                    root.id,
-                    S.FAILED,
-                    root_id=root.id,
-                    error={"code": ErrorCode.INTERNAL_ERROR.value, "message": str(exc)},
-                )
-            else:
-
-                async def write(tx: UnitOfWork, trees: dict[UUID, Tree]) -> list[TransitionRequest]:
-                    tree = trees[root.id]
-                    return [await self._delegate_plan(tx, tree, tree.get(root.id), outcome)]
-
-                await self.engine.transition_many([], lock=[root.id], prepare=write)
-            await self._ack(message)
+        try:
+            with (
+                tracing.continued(item.traceparent or root.trace_parent),
+                tracing.span("team_leader.plan", devteam_task_id=str(root.id), llm=True),
+                log_context(task_id=str(root.id), agent="team_leader"),
+            ):
+                await self.planning.with_llm(root, lambda: running.stop_reason)
+            if running.stop_reason is not StopReason.LEASE_LOST:
+                await self._ack(message)
+        except Exception:
+            # Unacknowledged, the item comes back when its lease ends.
+            log.exception("recording a plan failed", task_id=root.id)
+        finally:
             self._finish(running)
-            self._done_planning(root.id)
-
-    def _done_planning(self, root_id: UUID) -> None:
-        self._planning.discard(root_id)
-        self._plan_slot_freed.set()
-
-    @staticmethod
-    def _planning_failed(root: Task, exc: PlanningFailed) -> TransitionRequest:
-        return TransitionRequest(
-            root.id,
-            S.FAILED,
-            updates={
-                "error": {"code": exc.code.value, "message": exc.message},
-                "usage_delta": exc.usage,
-            },
-        )
-
-    async def _delegate_plan(
-        self, tx: UnitOfWork, tree: Tree, root: Task, outcome: PlanOutcome
-    ) -> TransitionRequest:
-        """Insert the plan's subtasks and propose delegating the root."""
-        subtasks = build_subtasks(root, outcome.subtasks, self.clock.now())
-        await tx.tasks.insert_many(subtasks)
-        for subtask in subtasks:
-            tree.add(subtask)
-        planned = NewEvent(
-            type=EventType.TASK_PLANNED,
-            data={
-                "planner": outcome.source,
-                "rationale": outcome.rationale,
-                "replans": outcome.replans,
-                "subtasks": [
-                    {
-                        "id": str(s.id),
-                        "key": s.key,
-                        "task": s.task,
-                        "agent_type": s.agent_type,
-                        "phase": s.phase,
-                        "complexity": s.complexity,
-                        "depends_on": [str(d) for d in s.depends_on],
-                    }
-                    for s in subtasks
-                ],
-            },
-        )
-        return TransitionRequest(
-            root.id,
-            S.DELEGATED,
-            reason=f"planned ({outcome.source})",
-            updates={"usage_delta": outcome.usage},
-            events_before=[planned],
-        )
+            self._planning.discard(root.id)
+            self._plans.freed.set()
 
     # -- leases ----------------------------------------------------------------------
 
@@ -708,13 +453,12 @@ class Executor:
         ids = [task_id for task_id, r in self._running.items() if not r.recording]
         if ids:
             until = self.clock.now() + timedelta(seconds=config.leases.duration_s)
-            async with self.store.transaction() as tx:
-                renewed = await tx.tasks.renew_leases(self.owner, ids, until)
+            renewed = await self.engine.renew_leases(self.owner, ids, until)
             for task_id in set(ids) - renewed:
                 running = self._running.get(task_id)
                 if running is not None:
                     log.warning("lease lost; stopping the attempt", task_id=task_id)
-                    self._stop_runner(running, "lease_lost")
+                    running.stop(StopReason.LEASE_LOST)
         by_queue: dict[str, list[str]] = {}
         for message in [r.message for r in self._running.values()] + [
             h.message for h in self._held.values()
@@ -728,7 +472,7 @@ class Executor:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         # Attempts catch their own errors, so one never cancels its siblings in the group.
         group = self._group
         task = group.create_task(coroutine) if group else asyncio.create_task(coroutine)
@@ -742,7 +486,7 @@ class Executor:
         except Exception:
             log.exception("acknowledging work failed; it will be delivered again")
 
-    async def _release(self, messages: list[QueueMessage]) -> None:
+    async def _release(self, messages: Sequence[QueueMessage]) -> None:
         by_queue: dict[str, list[str]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(message.id)
@@ -756,10 +500,3 @@ class Executor:
 
     def _update_slots(self) -> None:
         metrics.EXECUTOR_SLOTS.labels("busy").set(len(self._running))
-
-
-def _uncancel() -> None:
-    """We handle a cancellation we asked for; the task itself carries on."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()

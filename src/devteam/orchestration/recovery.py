@@ -17,14 +17,15 @@ from typing import Any
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.tasks import Task
+from devteam.domain.tasks import Task, phase_rank
 from devteam.observability import metrics
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock
+from devteam.orchestration.effects import BrokerEffects
 from devteam.orchestration.engine import Engine, TransitionResult
+from devteam.orchestration.queue import PLAN_QUEUE, PRIORITY_QUEUES
 from devteam.orchestration.rules.base import TransitionRequest
-from devteam.orchestration.rules.scheduling import phase_rank
-from devteam.orchestration.work import PLAN_QUEUE, PRIORITY_QUEUES, BrokerEffects
+from devteam.orchestration.rules.scheduling import queue_wait_exceeded
 from devteam.storage import Store
 
 log = get_logger(__name__)
@@ -93,13 +94,10 @@ class Sweeper:
 
     async def requeue_everything(self) -> int:
         """Put all ready work back on the queue (the in-process queue died with its process)."""
-        async with self.store.transaction() as tx:
+        async with self.store.read() as tx:
             work = await tx.tasks.queued_work()
-            ready = [t for t in work if t.status == S.DELEGATED]
-            await tx.tasks.mark_queued(
-                [t.id for t in ready if t.queued_at is None], self.clock.now()
-            )
-        await self.effects.enqueue(work)
+        await self.effects.enqueue([t for t in work if t.status == S.PENDING])
+        await self.engine.requeue([t for t in work if t.status == S.DELEGATED])
         return len(work)
 
     async def sweep(self) -> None:
@@ -116,12 +114,11 @@ class Sweeper:
         return len(expired)
 
     async def queue_due_work(self) -> int:
-        now = self.clock.now()
-        async with self.store.transaction() as tx:
-            due = await tx.tasks.unqueued_ready(now)
-            marked = await tx.tasks.mark_queued([t.id for t in due], now)
-        await self.effects.enqueue(marked)
-        return len(marked)
+        """Queue delegated work that is not on the queue and whose back-off has ended."""
+        async with self.store.read() as tx:
+            due = await tx.tasks.unqueued_ready(self.clock.now())
+        await self.engine.requeue(due)
+        return len(due)
 
     async def fail_overdue(self) -> int:
         config = self.engine.config()
@@ -144,10 +141,7 @@ class Sweeper:
                         task.id,
                         S.FAILED,
                         reason="queue wait timeout",
-                        updates=_timeout(
-                            f"not started within the queue wait timeout of "
-                            f"{config.timeouts.queue_wait_s:g}s"
-                        ),
+                        updates={"error": queue_wait_exceeded(config.timeouts.queue_wait_s)},
                     )
                 )
             phase_cutoff = now - timedelta(seconds=config.timeouts.phase_s)

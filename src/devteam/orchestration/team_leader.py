@@ -21,24 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
+from devteam.broker.channels import CONTROL_CHANNEL, encode_control
 from devteam.broker.protocol import Broker, Subscription
 from devteam.domain.agents import Agent
 from devteam.domain.audit import NewAuditEntry
 from devteam.domain.enums import TERMINAL_STATUSES, AgentType, TaskStatus
 from devteam.domain.errors import ConfigError, Conflict, NotFound, ValidationFailed
-from devteam.domain.events import EventType, NewEvent
 from devteam.domain.tasks import Budget, Task, TaskRequest, Usage
 from devteam.domain.users import User
 from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock, SystemClock
-from devteam.orchestration.engine import Engine, TransitionResult
+from devteam.orchestration.effects import BrokerEffects
+from devteam.orchestration.engine import Engine, TransitionResult, Within
 from devteam.orchestration.executor import Executor
-from devteam.orchestration.planner import Planner, violations
+from devteam.orchestration.planning import Planner, violations
 from devteam.orchestration.policy import default_policy
 from devteam.orchestration.recovery import Sweeper
 from devteam.orchestration.rules.base import Policy, TransitionRequest
-from devteam.orchestration.work import CONTROL_CHANNEL, BrokerEffects, encode_control
 from devteam.settings import load_yaml_model
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store, UnitOfWork
@@ -53,10 +53,6 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 
 ProjectCheck = Callable[[str], str | None]
 """Returns why a project cannot be used, or None when it can."""
-
-Within = Callable[[UnitOfWork, Task], Awaitable[None]]
-"""Runs inside the transaction of a submit, cancel or approval, with the task as it is
-after the action, so what it writes (e.g. the audit entry) commits with the action."""
 
 RELOAD_RULES = "reload_rules"
 """Control message: every process reads team_leader.yaml again."""
@@ -96,7 +92,7 @@ class TeamLeader:
         self.agents: dict[AgentType, Agent] = dict(agents or {})
         self.clock = clock or SystemClock()
         self.policy = policy or default_policy()
-        self.effects = BrokerEffects(broker, store, self.clock)
+        self.effects = BrokerEffects(broker, self.clock)
         self.engine = Engine(store, self.policy, self.config, self.clock, self.effects)
         self.planner = Planner(planner_model, planner_prompt)
         self.project_check = project_check
@@ -202,7 +198,6 @@ class TeamLeader:
         for index in range(executors):
             executor = Executor(
                 engine=self.engine,
-                store=self.store,
                 broker=self.broker,
                 planner=self.planner,
                 agents=self.agents,
@@ -305,41 +300,26 @@ class TeamLeader:
         audit: Callable[[Task], NewAuditEntry] | None,
     ) -> Submission:
         root = self._new_root(request, user)
-        entry = audit(root) if audit is not None else None
-        one_statement = key is None and within is None
-        session = self.store.write_statement() if one_statement else self.store.transaction()
-        async with session as tx:
-            if key is not None:
+        if key is not None:
+            async with self.store.read() as tx:
                 record = await tx.idempotency.get(user.id, key)
                 if record is not None:
                     return await self._replay(tx, record.request_hash, digest, record.task_id)
-            events = await tx.events.insert_root(
-                root,
-                [
-                    NewEvent(
-                        type=EventType.TASK_CREATED,
-                        data={
-                            "status": S.PENDING.value,
-                            "task_type": root.task_type,
-                            "agent_type": root.agent_type,
-                            "complexity": root.complexity,
-                            "priority": root.priority,
-                            "project_id": root.project_id,
-                            "require_approval": root.require_approval,
-                            "created_by": str(user.id),
-                        },
-                    )
-                ],
-                audit=entry,
-            )
-            if key is not None:
-                await tx.idempotency.put(user.id, key, digest, root.id, IDEMPOTENCY_TTL)
+
+        async def remember_key(tx: UnitOfWork, created: Task) -> None:
+            assert key is not None
+            # A concurrent request with the same key fails here, on the key's uniqueness.
+            await tx.idempotency.put(user.id, key, digest, created.id, IDEMPOTENCY_TTL)
             if within is not None:
-                await within(tx, root)
+                await within(tx, created)
+
+        created, _ = await self.engine.create_root(
+            root,
+            audit=audit(root) if audit is not None else None,
+            within=remember_key if key is not None else within,
+        )
         metrics.TASKS_SUBMITTED.labels(root.agent_type.value if root.agent_type else "auto").inc()
-        await self.effects.publish({root.id: events})
-        await self.effects.enqueue([root])
-        return Submission(root, created=True)
+        return Submission(created, created=True)
 
     def _new_root(self, request: TaskRequest, user: User) -> Task:
         config = self._config

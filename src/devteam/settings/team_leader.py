@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from devteam.domain.enums import AgentType, Phase
+from devteam.domain.enums import PHASE_ORDER, AgentType, Phase
 from devteam.settings._base import ConfigModel
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -132,7 +132,7 @@ class ReviewConfig(ConfigModel):
 class TeamLeaderConfig(ConfigModel):
     complexity: ComplexityConfig = ComplexityConfig()
     routing: RoutingConfig = RoutingConfig()
-    phases: list[Phase] = Field(default_factory=lambda: list(Phase))
+    phases: list[Phase] = Field(default_factory=lambda: list(PHASE_ORDER))
     concurrency: ConcurrencyConfig = ConcurrencyConfig()
     approval: ApprovalConfig = ApprovalConfig()
     retry: RetryConfig = RetryConfig()

@@ -24,7 +24,7 @@ from devteam.broker.redis import RedisBroker
 from devteam.domain.agents import AgentFailed
 from devteam.domain.enums import AgentType
 from devteam.domain.tasks import TaskResult, Usage
-from devteam.orchestration.planner import Planner
+from devteam.orchestration.planning import Planner
 from tests.factories import make_task
 from tests.fakes.llm import (
     FakeLLM,

@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel
 
 from devteam.app import create_app
+from devteam.broker.channels import CONTROL_CHANNEL
 from devteam.domain.agents import AgentContext
 from devteam.domain.enums import AgentType, Role
 from devteam.domain.tasks import TaskResult, TaskSpec
-from devteam.orchestration.work import CONTROL_CHANNEL
 from devteam.settings import Settings
 from tests.auth import JWT_SECRET, add_user, assert_error, bearer, login, security_config
 from tests.conftest import REPO

@@ -20,9 +20,9 @@ import websockets
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection
 
+from devteam.broker.channels import encode_events, events_channel
 from devteam.domain.enums import Role
 from devteam.domain.events import Event, EventType, NewEvent
-from devteam.orchestration.work import encode_events, events_channel
 from devteam.settings.security import RateLimitsConfig
 from tests.auth import security_config
 from tests.factories import create_root_task

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import pytest
 
+from devteam.broker.channels import events_channel
 from devteam.broker.memory import MemoryBroker
 from devteam.broker.protocol import Broker
 from devteam.broker.redis import RedisBroker
@@ -18,7 +19,6 @@ from devteam.domain.events import Event
 from devteam.domain.tasks import Task, TaskRequest
 from devteam.domain.users import User
 from devteam.orchestration.team_leader import TeamLeader
-from devteam.orchestration.work import events_channel
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Database, Store
 from tests import servers

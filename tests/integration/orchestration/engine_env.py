@@ -13,10 +13,11 @@ from devteam.domain.events import Event
 from devteam.domain.tasks import Budget, Task
 from devteam.domain.users import User
 from devteam.orchestration.clock import ManualClock
+from devteam.orchestration.effects import BrokerEffects
 from devteam.orchestration.engine import Engine, TransitionResult
 from devteam.orchestration.policy import default_policy
+from devteam.orchestration.queue import PRIORITY_QUEUES
 from devteam.orchestration.rules.base import Policy, TransitionRequest
-from devteam.orchestration.work import PRIORITY_QUEUES, BrokerEffects
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store
 from tests.factories import make_task
@@ -39,7 +40,7 @@ class EngineEnv:
         self.broker = MemoryBroker()
         self.clock = ManualClock()
         self.config = config or TeamLeaderConfig()
-        self.effects = BrokerEffects(self.broker, store, self.clock)
+        self.effects = BrokerEffects(self.broker, self.clock)
         self.engine = Engine(
             store, policy or default_policy(), lambda: self.config, self.clock, self.effects
         )

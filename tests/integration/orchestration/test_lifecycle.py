@@ -91,7 +91,12 @@ async def test_six_subtasks_over_four_phases_complete(make_harness: Callable[...
     by_id = {c.id: c for c in children}
     for child in children:
         statuses = [t for t in event_types(events, child.id) if t != "rule.decision"]
-        assert statuses == ["task.delegated", "task.started", "task.completed"]
+        assert statuses == [
+            "task.created",
+            "task.delegated",
+            "task.started",
+            "task.completed",
+        ]
     # Why each waiting subtask waited is in the history.
     waits = [e for e in events if e.type == EventType.RULE_DECISION]
     assert {by_id[e.subtask_id].key for e in waits} == {"analysis", "api", "docs", "ui", "review"}

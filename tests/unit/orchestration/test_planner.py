@@ -18,7 +18,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from devteam.domain.enums import AgentType, Phase
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import SubtaskRequest
-from devteam.orchestration.planner import Planner, PlanningFailed, build_subtasks
+from devteam.orchestration.planning import Planner, PlanningFailed, build_subtasks
 from devteam.settings import load_config
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage.types import utcnow

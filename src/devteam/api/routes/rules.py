@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,11 @@ class RuleOut(BaseModel):
     """Statuses it guards transitions from; empty: any."""
     to: list[str]
     """Statuses it guards transitions to; empty: any."""
+    kind: Literal["decides", "bookkeeping"] = "decides"
+    """`decides`: it may reject, delay or rewrite a transition; `bookkeeping`: it keeps
+    records (leases, the queue, usage, events, metrics) and never changes the outcome."""
+    on_create: bool = False
+    """It also sees a task's creation (the transition from nothing to `pending`)."""
 
 
 class RulesOut(BaseModel):
@@ -45,6 +50,8 @@ class RulesOut(BaseModel):
                             "depends on has completed.",
                             "from": ["delegated"],
                             "to": ["in_progress"],
+                            "kind": "decides",
+                            "on_create": False,
                         }
                     ],
                     "config": {"complexity": {"budget_per_root": 25, "max_per_task": 5}},

@@ -31,7 +31,7 @@ from devteam.api.security import CurrentUser, bearer_token
 from devteam.api.websocket import event_text
 from devteam.domain.enums import TERMINAL_STATUSES
 from devteam.domain.errors import ErrorCode, Unauthorized
-from devteam.domain.events import Event, EventType
+from devteam.domain.events import TERMINAL_EVENTS, Event
 from devteam.domain.permissions import TASKS_READ
 from devteam.observability.logging import get_logger
 from devteam.security import Principal, Security
@@ -46,9 +46,6 @@ QUEUE_SIZE = 64
 SEND_TIMEOUT_S = 60.0
 """A client that takes no bytes for this long is disconnected."""
 
-TERMINAL_EVENTS = frozenset(
-    {EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED}
-)
 
 _EXAMPLE = (
     ": ping - 2025-01-31 09:30:15.000000+00:00\r\n\r\n"

@@ -26,7 +26,7 @@ from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, Vali
 from devteam.domain.events import MAX_SEQ, Event
 from devteam.domain.permissions import TASKS_APPROVE, TASKS_CANCEL, TASKS_READ, Permission
 from devteam.domain.tasks import Budget, Task, TaskError, TaskRequest, TaskSummary, Usage
-from devteam.orchestration.team_leader import Within
+from devteam.orchestration.engine import Within
 from devteam.security import AuditAction, Auditor, Principal, authorize_owned
 from devteam.security.ratelimit import RateLimitScope
 from devteam.storage import Store, UnitOfWork

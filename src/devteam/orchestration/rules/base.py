@@ -1,11 +1,19 @@
 """The building blocks of the rules engine: rules, their context, and policies.
 
 A rule is a small class that names the transitions it guards (`FROM` and `TO`
-status sets) and may, before the transition, accept it (do nothing), reject it,
-delay it, or rewrite it (another target status, or other field values); after
-the transition it may react (append events, schedule side effects, propose
-follow-up transitions). A policy is an ordered list of rules; instrumentation
-rules sit at its end.
+status sets). There are two kinds:
+
+- a `TaskRule` decides: before the transition it may accept it (do nothing),
+  reject it, delay it, or rewrite it (another target status, or other field
+  values), each decision recorded as a `rule.decision` event; after the
+  transition it may react (append events, propose follow-up transitions, create
+  tasks, schedule side effects);
+- a `BookkeepingRule` keeps records and decides nothing: leases, the work queue,
+  usage roll-up, status events, metrics.
+
+A task's creation is a transition too, from nothing (`None`) to `pending`: the
+rules whose `FROM` holds `None` see it. A policy is an ordered list of rules;
+for each (from, to) pair it knows which rules apply, once.
 """
 
 from __future__ import annotations
@@ -25,17 +33,12 @@ from devteam.settings.team_leader import TeamLeaderConfig
 if TYPE_CHECKING:
     from devteam.storage import UnitOfWork
 
-ALL_STATUSES = frozenset(TaskStatus)
-ACTIVE_STATUSES = frozenset(
-    {
-        TaskStatus.PENDING,
-        TaskStatus.PLANNING,
-        TaskStatus.AWAITING_APPROVAL,
-        TaskStatus.DELEGATED,
-        TaskStatus.IN_PROGRESS,
-        TaskStatus.CANCELLING,
-    }
-)
+Source = TaskStatus | None
+"""Where a transition starts: a status, or None for a task being created."""
+
+ALL_STATUSES: frozenset[Source] = frozenset(TaskStatus)
+CREATION: frozenset[Source] = frozenset({None})
+"""The `FROM` of a rule that sees tasks being created."""
 
 
 class Decision(StrEnum):
@@ -45,7 +48,7 @@ class Decision(StrEnum):
     REWRITE = "rewrite"
 
 
-@dataclass
+@dataclass(slots=True)
 class TransitionRequest:
     """A proposed status change, with the fields to write alongside it."""
 
@@ -63,20 +66,35 @@ class TransitionRequest:
     expect_status: TaskStatus | None = None
     events_before: list[NewEvent] = field(default_factory=list)
     """Events to record just before this transition's own (e.g. `task.planned`)."""
+    new: Task | None = None
+    """The task to create (the transition from nothing to `pending`); None for a change."""
+    creates: list[Task] = field(default_factory=list)
+    """Tasks created just before this transition, if its expectations hold (a plan's
+    subtasks, created with the transition that delegates their root)."""
+    then: list[TransitionRequest] = field(default_factory=list)
+    """Transitions to run next in the same transaction, only if this one is accepted."""
+
+    @classmethod
+    def create(cls, task: Task, reason: str = "") -> TransitionRequest:
+        return cls(task.id, TaskStatus.PENDING, reason=reason, new=task)
 
 
 class Tree:
     """Every task of one root task, loaded (and locked) once per transaction.
 
-    Rules read siblings, parents and children from here instead of querying,
-    and the engine writes every change through, so later rules in the same
-    transaction see it.
+    Rules read siblings, parents and children from here instead of querying, and
+    every change and creation goes through it, so later rules in the same
+    transaction see them; the engine writes what changed when the transaction ends.
     """
+
+    __slots__ = ("_children", "created", "root", "stored", "tasks")
 
     def __init__(self, tasks: Iterable[Task]) -> None:
         self.tasks: dict[UUID, Task] = {t.id: t for t in tasks}
         self.stored: dict[UUID, Task] = dict(self.tasks)
         """Each task as it is in the database: what `changes()` compares against."""
+        self.created: dict[UUID, None] = {}
+        """Tasks created in this transaction, in creation order (inserted, not updated)."""
         roots = [t for t in self.tasks.values() if t.parent_id is None]
         if len(roots) != 1:
             raise ValueError("a tree has exactly one root")
@@ -89,27 +107,38 @@ class Tree:
 
     def put(self, task: Task) -> None:
         """Change a task; the change is written when the transaction ends."""
-        if task.id not in self.tasks:
-            self._children = None
         self.tasks[task.id] = task
         if task.parent_id is None:
             self.root = task
 
     def add(self, task: Task) -> None:
-        """A task just inserted into the database in this transaction."""
+        """A task created in this transaction: inserted when the transaction ends."""
+        if task.id not in self.tasks:
+            self.created[task.id] = None
+            self._children = None
         self.put(task)
-        self.stored[task.id] = task
+
+    def discard(self, task_id: UUID) -> None:
+        """Forget a task created in this transaction (its creation was refused)."""
+        if task_id in self.created:
+            del self.created[task_id], self.tasks[task_id]
+            self._children = None
 
     def changes(self) -> list[tuple[Task, Task]]:
-        """(as stored, as now) for every task changed in this transaction."""
+        """(as stored, as now) for every stored task changed in this transaction."""
         return [
-            (self.stored[task_id], task)
-            for task_id, task in self.tasks.items()
-            if task is not self.stored[task_id]
+            (before, task)
+            for task_id, before in self.stored.items()
+            if (task := self.tasks[task_id]) is not before
         ]
+
+    def new_tasks(self) -> list[Task]:
+        """The tasks created in this transaction, in creation order."""
+        return [self.tasks[task_id] for task_id in self.created]
 
     def mark_written(self) -> None:
         self.stored = dict(self.tasks)
+        self.created = {}
 
     def children(self, parent_id: UUID) -> list[Task]:
         return [self.tasks[i] for i in self._index().get(parent_id, ())]
@@ -134,7 +163,7 @@ class Tree:
 AfterCommit = Callable[[], Awaitable[None] | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Outbox:
     """Side effects of one database transaction, carried out together after it commits."""
 
@@ -149,28 +178,29 @@ class Outbox:
     callbacks: list[AfterCommit] = field(default_factory=list)
     """Anything else (metrics): run after commit so a rolled-back change counts nothing."""
 
-    def merge(self, other: Outbox) -> None:
-        self.enqueue += other.enqueue
-        self.enqueue_at += other.enqueue_at
-        self.cancel += other.cancel
-        self.capacity_freed = self.capacity_freed or other.capacity_freed
-        self.callbacks += other.callbacks
 
-
-@dataclass
+@dataclass(slots=True)
 class TransitionContext:
-    """Everything a rule may read or change about one proposed transition."""
+    """Everything a rule may read about one proposed transition, and the ways to act on it."""
 
     tx: UnitOfWork
     tree: Tree
     task: Task
-    """The task as it is before the transition."""
+    """The task as it is before the transition (for a creation: as it will be inserted)."""
     requested: TaskStatus
     """The status the caller asked for."""
     proposed: TaskStatus
     """The status the transition will go to (rules may rewrite it)."""
     config: TeamLeaderConfig
     now: datetime
+    outbox: Outbox
+    """The transaction's side effects (shared by every transition in it)."""
+    events: list[NewEvent]
+    """The events this transition appends (in order, after those of earlier transitions)."""
+    event_mark: int = 0
+    """Where this transition's own events start in `events`."""
+    creating: bool = False
+    """The task does not exist yet: this is its creation."""
     reason: str = ""
     updates: dict[str, Any] = field(default_factory=dict)
     event_data: dict[str, Any] = field(default_factory=dict)
@@ -180,20 +210,23 @@ class TransitionContext:
     delay_until: datetime | None = None
     updated: Task | None = None
     """The task after the transition (set before `after_transition` runs)."""
-    events: list[NewEvent] = field(default_factory=list)
     cascade: list[TransitionRequest] = field(default_factory=list)
     """Follow-up transitions, run in the same database transaction."""
-    outbox: Outbox = field(default_factory=Outbox)
     rewrites: int = 0
 
     @property
-    def from_status(self) -> TaskStatus:
-        return self.task.status
+    def from_status(self) -> Source:
+        return None if self.creating else self.task.status
+
+    @property
+    def own_events(self) -> list[NewEvent]:
+        """The events this transition has appended so far."""
+        return self.events[self.event_mark :]
 
     @property
     def settled(self) -> bool:
         """A rule rejected or delayed the transition: later rules do not run."""
-        return self.decision in (Decision.REJECT, Decision.DELAY)
+        return self.decision is Decision.REJECT or self.decision is Decision.DELAY
 
     def emit(self, type: EventType, **data: Any) -> None:
         self.events.append(
@@ -204,22 +237,35 @@ class TransitionContext:
             )
         )
 
+    def create(self, task: Task, reason: str = "") -> None:
+        """Create `task` in this tree: rules see it at once; its creation is a transition
+        of its own (it gets its `task.created` event), run next in this transaction."""
+        self.tree.add(task)
+        self.cascade.append(TransitionRequest.create(task, reason))
 
-class TaskRule:
+    def update(self, task: Task, **fields: Any) -> None:
+        """Change fields of another task of the tree (not its status), as every update is
+        written: a new version, `updated_at` now."""
+        self.tree.put(
+            task.model_copy(update={**fields, "version": task.version + 1, "updated_at": self.now})
+        )
+
+
+class Rule:
     """A rule guarding the transitions from a status in `FROM` to a status in `TO`."""
 
-    FROM: ClassVar[frozenset[TaskStatus]] = ALL_STATUSES
-    TO: ClassVar[frozenset[TaskStatus]] = ALL_STATUSES
+    FROM: ClassVar[frozenset[Source]] = ALL_STATUSES
+    TO: ClassVar[frozenset[TaskStatus]] = frozenset(TaskStatus)
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
-    def applies(self, from_status: TaskStatus, to_status: TaskStatus) -> bool:
+    def applies(self, from_status: Source, to_status: TaskStatus) -> bool:
         return from_status in self.FROM and to_status in self.TO
 
     async def before_transition(self, ctx: TransitionContext) -> None:
-        """Inspect the proposed transition; call reject, delay or rewrite to change it."""
+        """Inspect the proposed transition before it happens."""
 
     async def after_transition(self, ctx: TransitionContext) -> None:
         """React to a transition that was accepted and written."""
@@ -227,12 +273,16 @@ class TaskRule:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "kind": "bookkeeping" if isinstance(self, BookkeepingRule) else "decides",
             "description": (type(self).__doc__ or "").strip().split("\n\n")[0],
-            "from": sorted(self.FROM),
+            "from": sorted(s for s in self.FROM if s is not None),
             "to": sorted(self.TO),
+            "on_create": None in self.FROM,
         }
 
-    # -- decisions -----------------------------------------------------------------
+
+class TaskRule(Rule):
+    """A rule that decides: it may reject, delay or rewrite a transition."""
 
     def _record(self, ctx: TransitionContext, decision: Decision, reason: str) -> None:
         ctx.decision = decision
@@ -271,16 +321,32 @@ class TaskRule:
             ctx.rewrites += 1
 
 
+class BookkeepingRule(Rule):
+    """A rule that keeps records (leases, the queue, usage, events, metrics): it never
+    changes the outcome, and writes only the bookkeeping fields it owns."""
+
+    def write(self, ctx: TransitionContext, **fields: Any) -> None:
+        """Set bookkeeping fields written with the transition."""
+        ctx.updates.update(fields)
+
+
 class Policy:
-    """An ordered list of rules: guards first, reactions next, instrumentation last."""
+    """An ordered list of rules: guards first, reactions next, bookkeeping last."""
 
-    def __init__(self, rules: Iterable[TaskRule]) -> None:
+    def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
+        self._table: dict[tuple[Source, TaskStatus], tuple[Rule, ...]] = {}
+        """The rules of each (from, to) pair, in policy order: worked out once."""
 
-    def for_transition(self, from_status: TaskStatus, to_status: TaskStatus) -> list[TaskRule]:
-        return [rule for rule in self.rules if rule.applies(from_status, to_status)]
+    def for_transition(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
+        key = (from_status, to_status)
+        rules = self._table.get(key)
+        if rules is None:
+            rules = tuple(r for r in self.rules if r.applies(from_status, to_status))
+            self._table[key] = rules
+        return rules
 
-    def without(self, rule_type: type[TaskRule]) -> Policy:
+    def without(self, rule_type: type[Rule]) -> Policy:
         """The same policy minus one rule (tests show each rule is needed)."""
         return Policy(rule for rule in self.rules if not isinstance(rule, rule_type))
 

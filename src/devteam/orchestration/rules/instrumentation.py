@@ -1,4 +1,8 @@
-"""Rules at the end of the policy: events, work hand-off, slot release, metrics."""
+"""Bookkeeping at the end of the policy: leases, the work queue, events, metrics.
+
+These rules decide nothing; they keep the records every transition leaves.
+`DelegateReadyWork` sits with them as the reaction that hands ready work on.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ from typing import Any
 from devteam.domain.enums import TERMINAL_STATUSES, TaskStatus
 from devteam.domain.events import EventType
 from devteam.observability import metrics
-from devteam.orchestration.rules.base import TaskRule, TransitionContext, TransitionRequest
+from devteam.orchestration.rules.base import (
+    ALL_STATUSES,
+    CREATION,
+    BookkeepingRule,
+    TaskRule,
+    TransitionContext,
+    TransitionRequest,
+)
 
 S = TaskStatus
 
@@ -24,7 +35,9 @@ _STATUS_EVENTS = {
 }
 
 
-def status_event(from_status: TaskStatus, to_status: TaskStatus) -> EventType:
+def status_event(from_status: TaskStatus | None, to_status: TaskStatus) -> EventType:
+    if from_status is None:
+        return EventType.TASK_CREATED
     if from_status == S.AWAITING_APPROVAL and to_status == S.DELEGATED:
         return EventType.TASK_APPROVED
     if from_status == S.IN_PROGRESS and to_status == S.DELEGATED:
@@ -52,7 +65,7 @@ class DelegateReadyWork(TaskRule):
                 ctx.cascade.append(TransitionRequest(child.id, S.DELEGATED, reason="ready"))
 
 
-class ManageLeases(TaskRule):
+class ManageLeases(BookkeepingRule):
     """Leaving a running status gives the lease up and frees a concurrency slot."""
 
     FROM = frozenset({S.PLANNING, S.IN_PROGRESS, S.CANCELLING})
@@ -60,7 +73,7 @@ class ManageLeases(TaskRule):
     async def before_transition(self, ctx: TransitionContext) -> None:
         keeps_running = ctx.from_status == S.IN_PROGRESS and ctx.proposed == S.CANCELLING
         if not keeps_running and ctx.proposed != ctx.from_status:
-            ctx.updates.update(lease_owner=None, lease_expires_at=None)
+            self.write(ctx, lease_owner=None, lease_expires_at=None)
 
     async def after_transition(self, ctx: TransitionContext) -> None:
         gave_up = ctx.updated is not None and ctx.updated.lease_owner is None
@@ -68,23 +81,23 @@ class ManageLeases(TaskRule):
             ctx.outbox.capacity_freed = True
 
 
-class EnqueueReadyWork(TaskRule):
+class EnqueueReadyWork(BookkeepingRule):
     """Work that becomes ready goes on the work queue (after commit), once per attempt.
 
-    A root back to `pending` is queued for planning; a leaf task `delegated` is
-    queued for an agent, at once or when its retry back-off ends.
+    A new root, or a root back to `pending`, is queued for planning; a leaf task
+    `delegated` is queued for an agent, at once or when its retry back-off ends.
+    This rule alone sets `queued_at`: when the task last went on the queue.
     """
 
+    FROM = ALL_STATUSES | CREATION
     TO = frozenset({S.DELEGATED, S.PENDING})
 
     async def before_transition(self, ctx: TransitionContext) -> None:
         if ctx.proposed == S.PENDING or ctx.tree.has_children(ctx.task.id):
             return
         not_before = ctx.updates.get("not_before", ctx.task.not_before)
-        if not_before is not None and not_before > ctx.now:
-            ctx.updates["queued_at"] = None
-        else:
-            ctx.updates["queued_at"] = ctx.now
+        backing_off = not_before is not None and not_before > ctx.now
+        self.write(ctx, queued_at=None if backing_off else ctx.now)
 
     async def after_transition(self, ctx: TransitionContext) -> None:
         task = ctx.updated
@@ -102,16 +115,22 @@ class EnqueueReadyWork(TaskRule):
             ctx.outbox.enqueue_at.append((task, task.not_before))
 
 
-class RecordStatusEvent(TaskRule):
-    """Every status change is an event in the root task's history."""
+class RecordStatusEvent(BookkeepingRule):
+    """Every status change is an event in the root task's history; so is every task's
+    creation (`task.created`), the root's and each subtask's alike."""
+
+    FROM = ALL_STATUSES | CREATION
 
     async def after_transition(self, ctx: TransitionContext) -> None:
         task = ctx.updated
-        if task is None:
+        if task is None or ctx.from_status == task.status:
+            return
+        if ctx.creating:
+            ctx.emit(EventType.TASK_CREATED, **created_data(task))
             return
         data: dict[str, Any] = {
             "status": task.status.value,
-            "from": ctx.from_status.value,
+            "from": ctx.task.status.value,
             "attempt": task.attempt,
         }
         if task.key:
@@ -131,18 +150,41 @@ class RecordStatusEvent(TaskRule):
         ctx.emit(status_event(ctx.from_status, task.status), **data)
 
 
-class CountTransitions(TaskRule):
+def created_data(task: Any) -> dict[str, Any]:
+    """What `task.created` says about a new task."""
+    data: dict[str, Any] = {
+        "status": task.status.value,
+        "task_type": task.task_type,
+        "agent_type": task.agent_type,
+        "complexity": task.complexity,
+        "priority": task.priority,
+        "project_id": task.project_id,
+    }
+    if task.is_root:
+        data["require_approval"] = task.require_approval
+        data["created_by"] = str(task.created_by)
+    else:
+        data.update(
+            key=task.key,
+            task=task.task,
+            phase=task.phase,
+            depends_on=[str(d) for d in task.depends_on],
+        )
+    return data
+
+
+class CountTransitions(BookkeepingRule):
     """Metrics of every change: transitions, durations, retries, waits, decisions."""
 
     async def after_transition(self, ctx: TransitionContext) -> None:
         task = ctx.updated
-        if task is None:
+        if task is None or ctx.from_status == task.status:
             return
-        from_status, to_status = ctx.from_status, task.status
+        from_status, to_status = ctx.task.status, task.status
         agent = task.agent_type.value if task.agent_type else "none"
         decisions = [
             (e.data["rule"], e.data["decision"])
-            for e in ctx.events
+            for e in ctx.own_events
             if e.type == EventType.RULE_DECISION
         ]
         queued_wait = (
@@ -155,11 +197,7 @@ class CountTransitions(TaskRule):
             if to_status in TERMINAL_STATUSES and task.started_at
             else None
         )
-        budget = (
-            ("cost" if "cost" in task.error.message else "tokens")
-            if task.error and task.error.code == "budget_exceeded" and task.parent_id is None
-            else None
-        )
+        budget = ctx.event_data.get("budget") if to_status == S.FAILED else None
 
         def record() -> None:
             metrics.TASK_TRANSITIONS.labels(from_status.value, to_status.value).inc()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from devteam.domain.enums import TERMINAL_STATUSES, TaskStatus
+from devteam.domain.enums import RUNNING_STATUSES, TERMINAL_STATUSES, TaskStatus
 from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import Task
 from devteam.orchestration.rules.base import (
-    ACTIVE_STATUSES,
+    ALL_STATUSES,
+    CREATION,
+    Source,
     TaskRule,
     TransitionContext,
     TransitionRequest,
@@ -16,22 +18,25 @@ from devteam.orchestration.rules.base import (
 
 S = TaskStatus
 
-ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
+ALLOWED: dict[Source, frozenset[TaskStatus]] = {
+    None: frozenset({S.PENDING}),
     S.PENDING: frozenset({S.PLANNING, S.DELEGATED, S.FAILED, S.CANCELLING, S.CANCELLED}),
     S.PLANNING: frozenset(
         {S.PENDING, S.DELEGATED, S.AWAITING_APPROVAL, S.FAILED, S.CANCELLING, S.CANCELLED}
     ),
     S.AWAITING_APPROVAL: frozenset({S.DELEGATED, S.FAILED, S.CANCELLING, S.CANCELLED}),
-    S.DELEGATED: frozenset({S.IN_PROGRESS, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED}),
+    # delegated => delegated: back on the work queue (its lost item, or a back-off ended).
+    S.DELEGATED: frozenset(
+        {S.DELEGATED, S.IN_PROGRESS, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED}
+    ),
     S.IN_PROGRESS: frozenset({S.DELEGATED, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED}),
     S.CANCELLING: frozenset({S.CANCELLED, S.FAILED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
 }
-"""The state machine: every status change must be one of these moves."""
-
-RUNNING = frozenset({S.IN_PROGRESS, S.CANCELLING})
+"""The state machine: every status change must be one of these moves (from None: a task's
+creation)."""
 
 
 class AllowOnlyValidMoves(TaskRule):
@@ -40,6 +45,8 @@ class AllowOnlyValidMoves(TaskRule):
     This is what keeps a completed subtask from ever running twice: a late or
     duplicated message cannot take it back to `in_progress`.
     """
+
+    FROM = ALL_STATUSES | CREATION
 
     async def before_transition(self, ctx: TransitionContext) -> None:
         if ctx.proposed not in ALLOWED[ctx.from_status]:
@@ -70,11 +77,26 @@ class CancelIdleWorkAtOnce(TaskRule):
             S.IN_PROGRESS,
             S.PLANNING,
         )
-        running_children = [c for c in ctx.tree.children(ctx.task.id) if c.status in RUNNING]
+        running_children = [
+            c for c in ctx.tree.children(ctx.task.id) if c.status in RUNNING_STATUSES
+        ]
         if not running_itself and not running_children:
-            # Quietly: nothing runs, so there is nothing to wait for.
-            ctx.proposed = S.CANCELLED
-            ctx.rewrites += 1
+            self.rewrite(ctx, "nothing of it is running: cancelled at once", to=S.CANCELLED)
+
+
+class CreateOnlyUnderActiveParents(TaskRule):
+    """A subtask is created only while its parent is still to finish: a plan that arrives
+    after its root was cancelled, or a revision after its parent failed, is dropped."""
+
+    FROM = CREATION
+
+    async def before_transition(self, ctx: TransitionContext) -> None:
+        parent = ctx.tree.parent(ctx.task)
+        stopping = parent is not None and (
+            parent.status in TERMINAL_STATUSES or parent.status == S.CANCELLING
+        )
+        if parent is not None and stopping:
+            self.reject(ctx, f"the parent task is {parent.status}")
 
 
 class PropagateCancellation(TaskRule):
@@ -220,7 +242,3 @@ def work_outcome(children: list[Task]) -> dict[str, Any]:
 
 def _error(code: str, message: str) -> dict[str, str]:
     return {"code": str(code), "message": message}
-
-
-def is_active(task: Task) -> bool:
-    return task.status in ACTIVE_STATUSES

@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from devteam.domain.enums import AgentType, TaskStatus
-from devteam.domain.tasks import Task, check_plan_graph
+from devteam.domain.enums import TaskStatus
+from devteam.domain.tasks import Task
+from devteam.orchestration.planning import tree_problems
 from devteam.orchestration.rules.base import TaskRule, TransitionContext
 from devteam.settings.team_leader import TeamLeaderConfig
 
 S = TaskStatus
 
 
-def plan_violations(
-    steps: Sequence[tuple[str, AgentType | None, int, list[str]]], config: TeamLeaderConfig
-) -> list[str]:
-    """Everything wrong with a plan of (key, agent type, complexity, depends_on) steps."""
-    problems: list[str] = []
-    if not steps:
-        return ["a plan needs at least one subtask"]
-    try:
-        check_plan_graph([(key, deps) for key, _, _, deps in steps])
-    except ValueError as exc:
-        problems.append(str(exc))
-    limit = config.complexity.max_per_task
-    for key, agent_type, complexity, _ in steps:
-        if complexity > limit:
-            problems.append(
-                f"subtask {key!r} has complexity {complexity}, above the per-task limit "
-                f"{limit}: split it"
-            )
-        if agent_type is None:
-            problems.append(f"subtask {key!r} names no agent type")
-    total = sum(complexity for _, _, complexity, _ in steps)
-    if total > config.complexity.budget_per_root:
-        problems.append(
-            f"the subtasks' complexity adds up to {total}, above the budget of "
-            f"{config.complexity.budget_per_root} per root task"
-        )
-    return problems
-
-
 class EnforceComplexityBudget(TaskRule):
     """A plan stays within the complexity budget; an undivided task within the per-task limit.
 
     The planner checks plans before it writes them; this guard holds the same
-    line for anything else that tries to start work from a plan.
+    line, with the same checks (`planning.plan_problems`), for anything else that
+    tries to start work from a plan.
     """
 
     FROM = frozenset({S.PLANNING})
@@ -62,12 +33,8 @@ class EnforceComplexityBudget(TaskRule):
                     f"{config.max_per_task}: the task must be decomposed",
                 )
             return
-        total = sum(c.complexity for c in children)
-        if total > config.budget_per_root:
-            self.reject(
-                ctx,
-                f"subtasks add up to complexity {total}, above the budget {config.budget_per_root}",
-            )
+        if problems := tree_problems(children, ctx.config):
+            self.reject(ctx, "; ".join(problems))
 
 
 class RouteByTaskType(TaskRule):

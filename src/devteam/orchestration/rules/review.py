@@ -82,9 +82,8 @@ class SendRequestedChangesBack(TaskRule):
             t.model_copy(update={"created_at": latest + timedelta(microseconds=i + 1)})
             for i, t in enumerate(new)
         ]
-        await ctx.tx.tasks.insert_many(new)
         for task in new:
-            ctx.tree.add(task)
+            ctx.create(task, reason=f"review round {round_} requested changes")
         self._decide(
             ctx,
             Decision.REWRITE,

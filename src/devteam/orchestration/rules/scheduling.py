@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.tasks import Task
+from devteam.domain.tasks import phase_rank
 from devteam.orchestration.rules.base import TaskRule, TransitionContext
 
 S = TaskStatus
-
-
-def phase_rank(task: Task, phases: list[str]) -> int:
-    if task.phase is None or task.phase not in phases:
-        return len(phases)
-    return phases.index(task.phase)
 
 
 class WaitForParentToRun(TaskRule):
@@ -87,6 +82,15 @@ class WaitForRetryBackoff(TaskRule):
             self.delay(ctx, f"retry back-off: {wait:.1f}s to go", until=not_before)
 
 
+def queue_wait_exceeded(limit_s: float) -> dict[str, Any]:
+    """The error of work that waited longer than `timeouts.queue_wait_s` to start (the rule
+    below and the sweeper, which finds work nobody tried to start, write the same)."""
+    return {
+        "code": ErrorCode.TIMEOUT.value,
+        "message": f"not started within the queue wait timeout of {limit_s:g}s",
+    }
+
+
 class TimeOutQueueWait(TaskRule):
     """Work that waited longer than `timeouts.queue_wait_s` to start fails instead."""
 
@@ -101,10 +105,7 @@ class TimeOutQueueWait(TaskRule):
                 ctx,
                 f"waited more than {limit:g}s in the queue",
                 to=S.FAILED,
-                error={
-                    "code": ErrorCode.TIMEOUT.value,
-                    "message": f"not started within the queue wait timeout of {limit:g}s",
-                },
+                error=queue_wait_exceeded(limit),
             )
 
 

@@ -10,6 +10,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
+from devteam.domain.enums import LEASED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES
 from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
 from devteam.domain.webhooks import Webhook
 from devteam.storage.repositories._base import Repository
@@ -110,8 +111,8 @@ def task_to_row(task: Task) -> dict[str, Any]:
     }
 
 
-_RUNNING = ("in_progress", "cancelling")
-_TERMINAL = ("completed", "failed", "cancelled")
+_RUNNING = tuple(sorted(RUNNING_STATUSES))
+_TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 # Any constant: the advisory lock that serializes starts on Postgres.
 _START_LOCK = 0x64657673  # "devs"
 _children = tasks.alias("children")
@@ -270,7 +271,7 @@ class TaskRepository(Repository):
         rows = await self.conn.execute(
             sa.select(tasks)
             .where(
-                tasks.c.status.in_([*_RUNNING, "planning"]),
+                tasks.c.status.in_(sorted(LEASED_STATUSES)),
                 tasks.c.lease_owner.is_not(None),
                 tasks.c.lease_expires_at < now,
             )

@@ -1,4 +1,4 @@
-"""The planner: how a root task is split into subtasks.
+"""Planning: how a root task is split into subtasks, checked, and inserted.
 
 - An explicit plan (`subtasks` in the request) is used as given.
 - A task with an agent, or simple enough (complexity within the per-task limit),
@@ -9,10 +9,18 @@
 - Template and LLM plans of the task types in `review.task_types` that change
   code get a `reviewer` step after the implementation when they lack one, and,
   when the task names a project, a `delivery` step after the review.
+
+Every plan, whatever its source, is checked by `plan_problems` (the API refuses
+an explicit plan with its problems as a 422; an LLM gets them back to re-plan;
+the complexity rule holds the same line). A plan is inserted through the rules
+engine: `plan_requests` makes its subtasks' creations and the root's delegation
+one transition of the root (`Planning` runs it, in one transaction with the
+start of planning when no LLM is needed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,18 +32,28 @@ from pydantic import BaseModel, Field
 
 from devteam.domain.enums import CODER_TYPES, AgentType, Phase, TaskStatus
 from devteam.domain.errors import ErrorCode
+from devteam.domain.events import EventType, NewEvent
 from devteam.domain.tasks import (
     MAX_SUBTASKS,
     SubtaskRequest,
     Task,
     Usage,
+    check_plan_graph,
 )
-from devteam.orchestration.rules.planning import plan_violations
+from devteam.observability import tracing
+from devteam.observability.logging import get_logger
+from devteam.orchestration.attempt import StopReason
+from devteam.orchestration.clock import Clock
+from devteam.orchestration.engine import Engine, TransitionResult
+from devteam.orchestration.queue import WorkItem
+from devteam.orchestration.rules.base import TransitionRequest
 from devteam.settings.team_leader import TeamLeaderConfig, TemplateStep
 
 if TYPE_CHECKING:
     from pydantic_ai import RunContext
     from pydantic_ai.models import Model
+
+log = get_logger(__name__)
 
 # pydantic-ai is imported when the planner asks an LLM: with none configured, the
 # service starts without loading the LLM stack.
@@ -170,9 +188,53 @@ def _fit(text: str) -> str:
     return text[:10_000]
 
 
+PlanStep = tuple[str, AgentType | None, int, list[str]]
+"""A plan step as the checks see it: key, agent type, complexity, keys it depends on."""
+
+
+def plan_problems(steps: Sequence[PlanStep], config: TeamLeaderConfig) -> list[str]:
+    """Everything wrong with a plan: the one place plans are checked."""
+    problems: list[str] = []
+    if not steps:
+        return ["a plan needs at least one subtask"]
+    try:
+        check_plan_graph([(key, deps) for key, _, _, deps in steps])
+    except ValueError as exc:
+        problems.append(str(exc))
+    limit = config.complexity.max_per_task
+    for key, agent_type, complexity, _ in steps:
+        if complexity > limit:
+            problems.append(
+                f"subtask {key!r} has complexity {complexity}, above the per-task limit "
+                f"{limit}: split it"
+            )
+        if agent_type is None:
+            problems.append(f"subtask {key!r} names no agent type")
+    total = sum(complexity for _, _, complexity, _ in steps)
+    if total > config.complexity.budget_per_root:
+        problems.append(
+            f"the subtasks' complexity adds up to {total}, above the budget of "
+            f"{config.complexity.budget_per_root} per root task"
+        )
+    return problems
+
+
 def violations(subtasks: Sequence[SubtaskRequest], config: TeamLeaderConfig) -> list[str]:
-    return plan_violations(
+    """`plan_problems` of a plan as requested."""
+    return plan_problems(
         [(s.key, s.agent_type, s.complexity, list(s.depends_on)) for s in subtasks], config
+    )
+
+
+def tree_problems(children: Sequence[Task], config: TeamLeaderConfig) -> list[str]:
+    """`plan_problems` of a plan already made into subtasks."""
+    keys = {c.id: c.key or str(c.id) for c in children}
+    return plan_problems(
+        [
+            (keys[c.id], c.agent_type, c.complexity, [keys.get(d, str(d)) for d in c.depends_on])
+            for c in children
+        ],
+        config,
     )
 
 
@@ -324,3 +386,134 @@ def build_subtasks(root: Task, plan: Sequence[SubtaskRequest], now: Any) -> list
         )
         for i, step in enumerate(plan)
     ]
+
+
+def plan_requests(root: Task, outcome: PlanOutcome, now: Any) -> TransitionRequest:
+    """The root's transition that inserts its plan: its subtasks are created, then the root
+    is delegated (and `task.planned` recorded just before), all through the rules."""
+    subtasks = build_subtasks(root, outcome.subtasks, now)
+    planned = NewEvent(
+        type=EventType.TASK_PLANNED,
+        data={
+            "planner": outcome.source,
+            "rationale": outcome.rationale,
+            "replans": outcome.replans,
+            "subtasks": [
+                {
+                    "id": str(s.id),
+                    "key": s.key,
+                    "task": s.task,
+                    "agent_type": s.agent_type,
+                    "phase": s.phase,
+                    "complexity": s.complexity,
+                    "depends_on": [str(d) for d in s.depends_on],
+                }
+                for s in subtasks
+            ],
+        },
+    )
+    return TransitionRequest(
+        root.id,
+        TaskStatus.DELEGATED,
+        reason=f"planned ({outcome.source})",
+        updates={"usage_delta": outcome.usage},
+        events_before=[planned],
+        creates=subtasks,
+        expect_status=TaskStatus.PLANNING,
+    )
+
+
+def planning_failed(root: Task, exc: PlanningFailed) -> TransitionRequest:
+    return TransitionRequest(
+        root.id,
+        TaskStatus.FAILED,
+        updates={
+            "error": {"code": exc.code.value, "message": exc.message},
+            "usage_delta": exc.usage,
+        },
+    )
+
+
+class Planning:
+    """Plans the root tasks an executor takes off the plan queue.
+
+    A batch of roots starts planning in one transaction; the plans that need no
+    LLM are made and inserted in that same transaction. A root that needs an LLM
+    stays `planning` under the executor's lease while `with_llm` asks it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        planner: Planner,
+        config: Callable[[], TeamLeaderConfig],
+        clock: Clock,
+        owner: str,
+    ) -> None:
+        self.engine = engine
+        self.planner = planner
+        self.config = config
+        self.clock = clock
+        self.owner = owner
+
+    async def start(self, items: Sequence[WorkItem]) -> list[TransitionResult]:
+        """Start planning each item's root; each result's tree holds the root as it is now
+        (still `planning`: an LLM must plan it)."""
+        config = self.config()
+        async with self.engine.store.read_statement() as tx:
+            roots = await tx.tasks.load_trees([i.root_id for i in items], for_update=False)
+        now = self.clock.now()
+        lease = {
+            "lease_owner": self.owner,
+            "lease_expires_at": now + timedelta(seconds=config.leases.duration_s),
+        }
+        requests = []
+        for item in items:
+            request = TransitionRequest(
+                item.task_id, TaskStatus.PLANNING, updates=dict(lease), expect_attempt=item.attempt
+            )
+            root = next((t for t in roots.get(item.root_id, ()) if t.id == item.task_id), None)
+            if root is not None and root.status == TaskStatus.PENDING:
+                try:
+                    with (
+                        tracing.continued(item.traceparent or root.trace_parent),
+                        tracing.span("team_leader.plan", devteam_task_id=str(root.id)),
+                    ):
+                        outcome = self.planner.plan_now(root, config)
+                except PlanningFailed as exc:
+                    request.then = [planning_failed(root, exc)]
+                else:
+                    if outcome is not None:
+                        request.then = [plan_requests(root, outcome, now)]
+            requests.append(request)
+        return await self.engine.transition_many(requests, root_ids=[i.root_id for i in items])
+
+    async def with_llm(self, root: Task, stop_reason: Callable[[], StopReason | None]) -> None:
+        """Plan `root` with the LLM and insert the plan; `stop_reason` says why, if this was
+        cancelled."""
+        config = self.config()
+        try:
+            outcome = await self.planner.plan(root, config)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            reason = stop_reason()
+            if reason is StopReason.LEASE_LOST:
+                return
+            target = TaskStatus.CANCELLED if reason is StopReason.CANCEL else TaskStatus.PENDING
+            await self.engine.transition(root.id, target, root_id=root.id, reason="stopped")
+        except PlanningFailed as exc:
+            await self.engine.transition_many([planning_failed(root, exc)], root_ids=[root.id])
+        except Exception as exc:
+            log.exception("planning failed")
+            await self.engine.transition(
+                root.id,
+                TaskStatus.FAILED,
+                root_id=root.id,
+                error={"code": ErrorCode.INTERNAL_ERROR.value, "message": str(exc)},
+            )
+        else:
+            request = plan_requests(root, outcome, self.clock.now())
+            request.expect_lease_owner = self.owner
+            await self.engine.transition_many([request], root_ids=[root.id])
