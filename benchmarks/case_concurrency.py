@@ -56,8 +56,8 @@ async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list
             "s",
             wall,
             floor=median(floors),
-            target="<= 2.0",
-            met=wall <= 2.0,
+            target="<= 1.6",
+            met=wall <= 1.6,
             rounds=walls,
         ),
         Result(
@@ -66,8 +66,8 @@ async def run(env: Environment, workdir: Path, rounds: int, quick: bool) -> list
             "peak RSS",
             "MB",
             rss,
-            target="<= 400",
-            met=rss <= 400,
+            target="<= 300",
+            met=rss <= 300,
             notes="the whole benchmark process so far",
         ),
     ]

@@ -54,7 +54,9 @@ class Running:
     """Work this executor holds a lease on and runs now."""
 
     item: WorkItem
-    message: QueueMessage
+    message: QueueMessage | None
+    """The queue item to acknowledge once the outcome is committed; None for work started
+    by a transaction of this process (its lease in the database is all there is)."""
     runner: asyncio.Task[Any] | None = None
     stop_reason: StopReason | None = None
     recording: bool = False

@@ -69,6 +69,28 @@ class TransitionResult:
         return self.task.status
 
 
+class LocalRunner(Protocol):
+    """An executor in this process that takes ready work straight from the transaction that
+    makes it ready: started there, no queue hop, no transaction of its own."""
+
+    owner: str
+
+    def claimable(self) -> int:
+        """How many more attempts it would start now (0 while work waits on the queue)."""
+        ...
+
+    def lease_until(self) -> datetime: ...
+
+    def reserve(self, count: int) -> None:
+        """Hold `count` slots for attempts about to be started in a transaction."""
+
+    def release(self, count: int) -> None:
+        """Give back reserved slots (the transaction did not commit)."""
+
+    def run_here(self, started: list[tuple[Task, Tree]], reserved: int) -> None:
+        """Run the attempts the committed transaction started; `reserved` slots are used."""
+
+
 class Effects(Protocol):
     """Where committed changes go: event subscribers and the work queue."""
 
@@ -101,6 +123,9 @@ class Engine:
         self.effects = effects
         if hasattr(effects, "engine"):
             effects.engine = self
+        self.local_runners: list[LocalRunner] = []
+        """Executors of this process, which start ready work in the transaction that makes
+        it ready when they have room."""
         # Last delay reason per task: a delay repeated for the same reason is not
         # recorded again, so retries of a waiting start do not flood the history.
         self._last_delay: OrderedDict[UUID, str] = OrderedDict()
@@ -136,22 +161,40 @@ class Engine:
         """
         outbox = Outbox()
         appended: dict[UUID, list[Event]] = {}
-        async with self.store.transaction() as tx:
-            roots = await self._roots_of(tx, requests, root_ids)
-            loaded = await tx.tasks.load_trees(roots)
-            trees = {root: Tree(rows) for root, rows in loaded.items()}
-            events: dict[UUID, list[NewEvent]] = defaultdict(list)
-            config = self.config()
-            results = []
-            for root, request in zip(roots, requests, strict=True):
-                tree = trees.get(root)
-                if tree is None or (request.new is None and request.task_id not in tree.tasks):
-                    raise NotFound(f"task {request.task_id} does not exist")
-                results.append(await self._run(tx, tree, request, config, outbox, events[root]))
-            if finish is not None:
-                await finish(tx, results)
-            await self._write(tx, trees.values())
-            appended = await tx.events.append_many(events)
+        runner, reserved = self._runner(), 0
+        started: list[tuple[Task, Tree]] = []
+        try:
+            async with self.store.transaction() as tx:
+                roots = await self._roots_of(tx, requests, root_ids)
+                loaded = await tx.tasks.load_trees(roots)
+                trees = {root: Tree(rows) for root, rows in loaded.items()}
+                events: dict[UUID, list[NewEvent]] = defaultdict(list)
+                config = self.config()
+                results = []
+                for root, request in zip(roots, requests, strict=True):
+                    tree = trees.get(root)
+                    if tree is None or (request.new is None and request.task_id not in tree.tasks):
+                        raise NotFound(f"task {request.task_id} does not exist")
+                    results.append(
+                        await self._run(tx, tree, request, config, outbox, events[root])
+                    )
+                if runner is not None and outbox.enqueue:
+                    reserved = min(runner.claimable(), len(outbox.enqueue))
+                    if reserved > 0:
+                        runner.reserve(reserved)
+                        started = await self._start_here(
+                            tx, runner, reserved, trees, config, outbox, events
+                        )
+                if finish is not None:
+                    await finish(tx, results)
+                await self._write(tx, trees.values())
+                appended = await tx.events.append_many(events)
+        except BaseException:
+            if runner is not None and reserved:
+                runner.release(reserved)
+            raise
+        if runner is not None and reserved:
+            runner.run_here(started, reserved)
         if appended:
             await self.effects.publish(appended)
         await self.effects.flush(outbox)
@@ -241,6 +284,53 @@ class Engine:
             else:
                 raise NotFound(f"task {request.task_id} does not exist")
         return roots
+
+    def _runner(self) -> LocalRunner | None:
+        for runner in self.local_runners:
+            if runner.claimable() > 0:
+                return runner
+        return None
+
+    async def _start_here(
+        self,
+        tx: UnitOfWork,
+        runner: LocalRunner,
+        slots: int,
+        trees: dict[UUID, Tree],
+        config: TeamLeaderConfig,
+        outbox: Outbox,
+        events: dict[UUID, list[NewEvent]],
+    ) -> list[tuple[Task, Tree]]:
+        """Start, in this transaction, the work it made ready, up to `slots` attempts, most
+        urgent first: each start is a transition through the policy like any other (the
+        concurrency limits may delay it; it then stays on its way to the queue)."""
+        ready = sorted(
+            (
+                task
+                for task in outbox.enqueue
+                if task.status == TaskStatus.DELEGATED and task.root_id in trees
+            ),
+            key=lambda t: (-t.priority, t.created_at),
+        )
+        lease = {"lease_owner": runner.owner, "lease_expires_at": runner.lease_until()}
+        started: list[tuple[Task, Tree]] = []
+        for task in ready:
+            if len(started) == slots:
+                break
+            tree = trees[task.root_id]
+            current = tree.tasks[task.id]
+            if current.status != TaskStatus.DELEGATED or current.queued_at is None:
+                continue
+            request = TransitionRequest(
+                task.id, TaskStatus.IN_PROGRESS, updates=dict(lease), expect_attempt=task.attempt
+            )
+            result = await self._run(tx, tree, request, config, outbox, events[task.root_id])
+            if result.accepted and result.task.status == TaskStatus.IN_PROGRESS:
+                started.append((result.task, tree))
+        if started:
+            ids = {task.id for task, _ in started}
+            outbox.enqueue = [t for t in outbox.enqueue if t.id not in ids]
+        return started
 
     @staticmethod
     async def _write(tx: UnitOfWork, trees: Iterable[Tree]) -> None:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -109,10 +109,15 @@ class Executor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._outcomes = GroupCommitter(engine)
+        self._reserved = 0
+        """Slots held for attempts a transaction in this process is starting."""
+        self._queue_drained = False
+        """The last receive found less work than there was room for: nothing waits on
+        the queue, so work made ready here may start here without a queue hop."""
         self._runs = _Lane(
             "runs",
             PRIORITY_QUEUES,
-            lambda: self.concurrency - len(self._running) - len(self._held),
+            lambda: self.concurrency - len(self._running) - len(self._held) - self._reserved,
             asyncio.Event(),
             self._start,
         )
@@ -140,6 +145,7 @@ class Executor:
         if self._control is None:
             return
         metrics.EXECUTOR_SLOTS.labels("total").set(self.concurrency)
+        self.engine.local_runners.append(self)
         try:
             async with asyncio.TaskGroup() as group:
                 # Attempts and plans run in this group too: run() ends only when they have.
@@ -149,8 +155,37 @@ class Executor:
                 group.create_task(self._heartbeat_loop(), name="executor-heartbeat")
                 group.create_task(self._held_loop(), name="executor-held")
         finally:
+            with contextlib.suppress(ValueError):
+                self.engine.local_runners.remove(self)
             with contextlib.suppress(Exception):
                 await self._control.close()
+
+    # -- work started by transactions of this process (the engine's local runner) ---------
+
+    def claimable(self) -> int:
+        if not self._receiving or not self._queue_drained or self._held:
+            return 0
+        return max(self.concurrency - len(self._running) - self._reserved, 0)
+
+    def lease_until(self) -> datetime:
+        return self.clock.now() + timedelta(seconds=self.config().leases.duration_s)
+
+    def reserve(self, count: int) -> None:
+        self._reserved += count
+
+    def release(self, count: int) -> None:
+        self._reserved -= count
+        self._runs.freed.set()
+
+    def run_here(self, started: list[tuple[Task, Tree]], reserved: int) -> None:
+        self._reserved -= reserved
+        for task, tree in started:
+            running = Running(WorkItem.for_task(task), None)
+            self._running[task.id] = running
+            running.runner = self._spawn(self._attempt(running, task, tree))
+        self._update_slots()
+        if len(started) < reserved:
+            self._runs.freed.set()
 
     async def _subscribe_control(self) -> Subscription | None:
         delay = 0.5
@@ -212,6 +247,8 @@ class Executor:
             if not self.accepting_work:
                 await self._release(messages)
                 return
+            if lane is self._runs:
+                self._queue_drained = len(messages) < free
             if messages:
                 try:
                     await lane.dispatch([(WorkItem.decode(m.payload), m) for m in messages])
@@ -384,7 +421,8 @@ class Executor:
             return
         metrics.AGENT_EXECUTIONS.labels(agent, outcome.to.value).inc()
         metrics.AGENT_DURATION.labels(agent).observe(elapsed)
-        await self._ack(running.message)
+        if running.message is not None:
+            await self._ack(running.message)
 
     def _finish(self, running: Running) -> None:
         # Only this entry: a root's planning and its own attempt share the task id.
@@ -460,7 +498,7 @@ class Executor:
                     log.warning("lease lost; stopping the attempt", task_id=task_id)
                     running.stop(StopReason.LEASE_LOST)
         by_queue: dict[str, list[str]] = {}
-        for message in [r.message for r in self._running.values()] + [
+        for message in [r.message for r in self._running.values() if r.message] + [
             h.message for h in self._held.values()
         ]:
             by_queue.setdefault(message.queue, []).append(message.id)
