@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, Role, TaskStatus
@@ -110,6 +111,19 @@ def shapes(value: object) -> object:
     if isinstance(value, uuid.UUID):
         return uuid.UUID, value
     return type(value), value, getattr(value, "tzinfo", None)
+
+
+async def test_a_duplicate_task_is_an_integrity_error_and_rolls_back(store: Store) -> None:
+    user = await create_user(store)
+    root = await create_root_task(store, user)
+    child = make_task(user.id, parent_id=root.id, root_id=root.id, key="a")
+    with pytest.raises(IntegrityError):
+        async with store.transaction() as tx:
+            await tx.tasks.insert_many([child])
+            await tx.tasks.insert_many([root])
+    async with store.read() as tx:
+        assert await tx.tasks.children(root.id) == []
+        assert await tx.tasks.get(root.id) == root
 
 
 async def test_events_are_numbered_from_one(store: Store) -> None:

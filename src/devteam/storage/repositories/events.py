@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
 from devteam.domain.tasks import Task
 from devteam.observability.tracing import trace_id_of
+from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
 from devteam.storage.repositories.tasks import task_to_row
@@ -52,6 +54,20 @@ def _increment_statement(roots: int) -> sa.Update:
     )
 
 
+# On Postgres, through the driver (see `driver_connection`): the counters of any number
+# of roots in one statement, and the events' rows.
+_PG_INCREMENT = (
+    "UPDATE tasks SET event_seq = tasks.event_seq + c.n"
+    " FROM unnest($1::uuid[], $2::int[]) AS c(id, n) WHERE tasks.id = c.id"
+    " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent"
+)
+_EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_EVENT_COLUMNS) + 1))})"
+)
+
+
 def _event(values: dict[str, Any]) -> Event:
     return trusted(Event, values, set(_EVENT_FIELDS))
 
@@ -72,11 +88,18 @@ class EventRepository(Repository):
         counts = {root: len(items) for root, items in new.items() if items}
         if not counts:
             return {}
-        params: dict[str, object] = {}
-        for i, (root, n) in enumerate(counts.items()):
-            params[f"r{i}"] = root
-            params[f"n{i}"] = n
-        rows = await self.conn.execute(_increment_statement(len(counts)), params)
+        postgres = self.dialect == "postgresql"
+        rows: Iterable[Any]
+        if postgres:
+            driver = await driver_connection(self.conn)
+            call = driver.fetch(_PG_INCREMENT, list(counts), list(counts.values()))
+            rows = await on_driver(self.conn, call, _PG_INCREMENT)
+        else:
+            params: dict[str, object] = {}
+            for i, (root, n) in enumerate(counts.items()):
+                params[f"r{i}"] = root
+                params[f"n{i}"] = n
+            rows = await self.conn.execute(_increment_statement(len(counts)), params)
         last: dict[UUID, int] = {}
         traces: dict[UUID, str | None] = {}
         for root_id, event_seq, trace_parent in rows:
@@ -107,7 +130,14 @@ class EventRepository(Repository):
                 events.append(_event(row))
                 values.append({**row, "type": item.type.value})
             appended[root] = events
-        await self.conn.execute(_INSERT_EVENTS, values)
+        if postgres:
+            params_list = [
+                [json.dumps(v[c]) if c == "data" else v[c] for c in _EVENT_COLUMNS] for v in values
+            ]
+            call = driver.executemany(_PG_INSERT_EVENTS, params_list)
+            await on_driver(self.conn, call, _PG_INSERT_EVENTS)
+        else:
+            await self.conn.execute(_INSERT_EVENTS, values)
         return appended
 
     async def insert_root(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,8 +15,10 @@ from sqlalchemy.engine import RowMapping
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
 from devteam.domain.webhooks import Webhook, WebhookEvent
+from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.tables import tasks
+from devteam.storage.types import UTCDateTime, aware
 
 _STATUSES = {s.value: s for s in TaskStatus}
 _AGENT_TYPES = {a.value: a for a in AgentType}
@@ -222,6 +225,38 @@ _MARK_QUEUED = (
 )
 
 
+# On Postgres the hottest statements go to asyncpg directly (see `driver_connection`):
+# through SQLAlchemy, most of their cost was SQLAlchemy's. Parameters are converted as
+# SQLAlchemy's column types would: JSON serialized (None as JSON null), UTC checked.
+_COLUMNS = tuple(c.name for c in tasks.c)
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    **{c.name: json.dumps for c in tasks.c if isinstance(c.type, sa.JSON)},
+    **{c.name: aware for c in tasks.c if isinstance(c.type, UTCDateTime)},
+}
+_PG_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS)
+_PG_INSERTED_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS if c != "event_seq")
+# What `task_to_row` writes: every column but the event counter (see EventRepository).
+_INSERTED = tuple(c for c in _COLUMNS if c != "event_seq")
+_PG_INSERT = (
+    f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
+)
+_PG_TREES = f"SELECT {_PG_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
+_PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
+
+
+def _driver_params(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+    return [_ENCODE[c](row[c]) if c in _ENCODE else row[c] for c in columns]
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_update(columns: tuple[str, ...]) -> str:
+    """UPDATE of `columns` ($1..$n) of the row $n+1 at version $n+2."""
+    values = ", ".join(f'"{c}" = ${i}' for i, c in enumerate(columns, 1))
+    n = len(columns)
+    return f"UPDATE tasks SET {values} WHERE id = ${n + 1} AND version = ${n + 2}"
+
+
 @functools.lru_cache(maxsize=512)
 def _update_statement(columns: tuple[str, ...]) -> sa.Update:
     """UPDATE of `columns` (parameters `v_<column>`) of the row `b_id` at version `b_version`."""
@@ -235,7 +270,13 @@ def _update_statement(columns: tuple[str, ...]) -> sa.Update:
 class TaskRepository(Repository):
     async def insert_many(self, new: Sequence[Task]) -> None:
         """Insert tasks; parents must come before their children."""
-        if new:
+        if not new:
+            return
+        if self.dialect == "postgresql":
+            rows = [_driver_params(task_to_row(t), _INSERTED) for t in new]
+            driver = await driver_connection(self.conn)
+            await on_driver(self.conn, driver.executemany(_PG_INSERT, rows), _PG_INSERT)
+        else:
             await self.conn.execute(_INSERT, [task_to_row(t) for t in new])
 
     async def get(self, task_id: UUID, *, for_update: bool = False) -> Task | None:
@@ -312,10 +353,17 @@ class TaskRepository(Repository):
         self, root_ids: Sequence[UUID], *, for_update: bool = True
     ) -> dict[UUID, list[Task]]:
         """Every task under each root, locked in a fixed order (root, id) to avoid deadlocks."""
-        query = _TREES_FOR_UPDATE if for_update else _TREES
-        rows = await self.conn.execute(query, {"root_ids": sorted(set(root_ids))})
+        ordered = sorted(set(root_ids))
+        rows: Iterable[Any]  # asyncpg's records or SQLAlchemy's row mappings
+        if self.dialect == "postgresql":
+            sql = _PG_TREES_FOR_UPDATE if for_update else _PG_TREES
+            driver = await driver_connection(self.conn)
+            rows = await on_driver(self.conn, driver.fetch(sql, ordered), sql)
+        else:
+            query = _TREES_FOR_UPDATE if for_update else _TREES
+            rows = (await self.conn.execute(query, {"root_ids": ordered})).mappings()
         trees: dict[UUID, list[Task]] = {}
-        for row in rows.mappings():
+        for row in rows:
             task = task_from_row(row)
             trees.setdefault(task.root_id, []).append(task)
         return trees
@@ -467,16 +515,38 @@ class TaskRepository(Repository):
         Each row is only updated if still at the version it was read at; the
         caller holds the rows' locks, so a mismatch means a bug, and raises.
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        # Per set of changed columns: (new values, id, version read) of each row.
+        groups: dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]] = {}
         for before, after in changes:
             old, new = task_to_row(before), task_to_row(after)
             changed = tuple(sorted(k for k, v in new.items() if old[k] != v))
             if not changed:
                 continue
-            params = {f"v_{k}": new[k] for k in changed}
-            params.update(b_id=before.id, b_version=before.version)
-            groups.setdefault(changed, []).append(params)
+            groups.setdefault(changed, []).append(
+                ({k: new[k] for k in changed}, before.id, before.version)
+            )
+        if self.dialect == "postgresql":
+            # asyncpg reports no row counts of an executemany (nor did SQLAlchemy on it).
+            driver = await driver_connection(self.conn)
+            for columns, rows in groups.items():
+                sql = _pg_update(columns)
+                params = [
+                    [*_driver_params(values, columns), task_id, version]
+                    for values, task_id, version in rows
+                ]
+                await on_driver(self.conn, driver.executemany(sql, params), sql)
+            return
         for columns, rows in groups.items():
-            result = await self.conn.execute(_update_statement(columns), rows)
+            result = await self.conn.execute(
+                _update_statement(columns),
+                [
+                    {
+                        **{f"v_{c}": values[c] for c in columns},
+                        "b_id": task_id,
+                        "b_version": version,
+                    }
+                    for values, task_id, version in rows
+                ],
+            )
             if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
                 raise RuntimeError("a task changed under a locked transaction")
