@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -35,6 +36,8 @@ from sqlalchemy.pool import NullPool
 
 _IMMEDIATE = "devteam_immediate"
 _NO_TRANSACTION = "devteam_no_transaction"
+
+T = TypeVar("T")
 
 PING_AFTER_IDLE_S = 1.0
 """A pooled connection idle for longer is pinged before use; a dead one is replaced."""
@@ -76,14 +79,37 @@ class Database:
                 async with conn.begin():
                     yield conn
         else:
-            async with self.engine.begin() as conn:
+            async with self._driver_transaction() as conn:
                 yield conn
+
+    @asynccontextmanager
+    async def _driver_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A Postgres transaction begun and ended on the driver's connection.
+
+        SQLAlchemy's connection is in autocommit (it would begin lazily, at its own
+        first statement), so its statements and the repositories' statements on the
+        driver (see `driver_connection`) run in the same transaction.
+        """
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = await driver_connection(conn)
+            await on_driver(conn, driver.execute("BEGIN"), "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                await _rollback(conn, driver)
+                raise
+            await on_driver(conn, driver.execute("COMMIT"), "COMMIT")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a consistent snapshot on both databases)."""
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        if self.is_sqlite:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        else:
+            async with self._driver_transaction() as conn:
+                yield conn
 
     @asynccontextmanager
     async def read_statement(self) -> AsyncIterator[AsyncConnection]:
@@ -120,6 +146,65 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The driver's own connection under `conn` (an `asyncpg.Connection` on Postgres), for
+    the few hot statements whose cost through SQLAlchemy is mostly SQLAlchemy's.
+
+    Its statements run in the transaction of `conn` (see `Database.transaction`); run
+    them through `on_driver`, which raises what SQLAlchemy would.
+    """
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def on_driver(conn: AsyncConnection, call: Awaitable[T], statement: str) -> T:
+    """Await `call`, a statement on the driver's connection under `conn`; its errors
+    are raised as SQLAlchemy raises them (IntegrityError, ...), and a connection it
+    finds closed is invalidated, so the pool replaces it."""
+    try:
+        return await call
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if _driver_closed(conn):
+            # A lost connection goes through SQLAlchemy's own handling, which replaces
+            # every pooled connection as old as this one and raises what it raises.
+            await conn.exec_driver_sql("SELECT 1")
+        if isinstance(exc, OSError):
+            raise
+        dbapi = conn.dialect.loaded_dbapi
+        for kind, name in _DBAPI_ERRORS:
+            if isinstance(exc, kind):
+                adapted = getattr(dbapi, name)(exc.args[0] if exc.args else str(exc), exc)
+                break
+        raise DBAPIError.instance(
+            statement, None, adapted, dbapi.Error, dialect=conn.dialect
+        ) from exc
+
+
+# asyncpg's exceptions and the DB-API classes of SQLAlchemy's asyncpg adapter they map
+# to, most specific first (as SQLAlchemy maps them).
+_DBAPI_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (asyncpg.IntegrityConstraintViolationError, "IntegrityError"),
+    (asyncpg.SyntaxOrAccessError, "ProgrammingError"),
+    (asyncpg.InterfaceError, "InterfaceError"),
+    (asyncpg.PostgresError, "Error"),
+)
+
+
+def _driver_closed(conn: AsyncConnection) -> bool:
+    raw = conn.sync_connection.connection if conn.sync_connection is not None else None
+    return raw is None or raw.driver_connection is None or raw.driver_connection.is_closed()
+
+
+async def _rollback(conn: AsyncConnection, driver: Any) -> None:
+    """Roll back the driver-level transaction of `conn`, unless its connection is gone."""
+    if conn.invalidated or driver.is_closed():
+        return
+    try:
+        await asyncio.shield(driver.execute("ROLLBACK"))
+    except Exception:
+        # The connection is in no known state: never hand it out again.
+        await conn.invalidate()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -47,3 +47,11 @@ BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """`value` as a UTC column takes it on Postgres through the driver (asyncpg stores
+    the instant of an aware datetime); a naive one is refused, as `UTCDateTime` does."""
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value

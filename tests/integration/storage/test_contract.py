@@ -7,12 +7,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
-from devteam.domain.enums import Role, TaskStatus
+from devteam.domain.enums import AgentType, Phase, Role, TaskStatus
 from devteam.domain.errors import Conflict, NotFound
 from devteam.domain.events import EventType, NewEvent
-from devteam.domain.tasks import Budget, TaskError, Usage
+from devteam.domain.tasks import Budget, SubtaskRequest, TaskError, Usage
+from devteam.domain.webhooks import Webhook
 from devteam.storage import Store
 from devteam.storage.migrate import current_revision, head_revision
 from devteam.storage.types import utcnow
@@ -59,7 +62,27 @@ async def test_tasks_round_trip_every_field(store: Store) -> None:
         status=TaskStatus.FAILED,
     )
     child = make_task(
-        user.id, parent_id=root.id, root_id=root.id, key="research", depends_on=[root.id]
+        user.id,
+        parent_id=root.id,
+        root_id=root.id,
+        key="research",
+        depends_on=[root.id],
+        agent_type=AgentType.RESEARCH,
+        phase=Phase.RESEARCH,
+        plan=[
+            SubtaskRequest(
+                key="look",
+                agent_type=AgentType.BACKEND,
+                task="  Look around the code  ",
+                complexity=2,
+            )
+        ],
+        webhook=Webhook(url="https://ci.example.com/hook", events=["failed"]),
+        budget=Budget(timeout_s=60),
+        result={"summary": "done"},
+        lease_owner="worker-1",
+        lease_expires_at=utcnow() + timedelta(seconds=30),
+        trace_parent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
     async with store.transaction() as tx:
         await tx.tasks.insert_many([root, child])
@@ -67,6 +90,40 @@ async def test_tasks_round_trip_every_field(store: Store) -> None:
         assert await tx.tasks.get(root.id) == root
         assert await tx.tasks.children(root.id) == [child]
         assert await tx.tasks.get(uuid.uuid4()) is None
+        trees = await tx.tasks.load_trees([root.id], for_update=False)
+    # Read back exactly as validation builds them: same values of the same types.
+    for read, written in zip(
+        trees[root.id], sorted([root, child], key=lambda t: t.id), strict=True
+    ):
+        assert shapes(read) == shapes(written)
+        assert read.model_dump(mode="json") == written.model_dump(mode="json")
+
+
+def shapes(value: object) -> object:
+    """`value` with the type of every part of it, nested models included."""
+    if isinstance(value, BaseModel):
+        fields = {name: shapes(v) for name, v in vars(value).items()}
+        return type(value), fields
+    if isinstance(value, list):
+        return [shapes(v) for v in value]
+    if isinstance(value, dict):
+        return {k: shapes(v) for k, v in value.items()}
+    if isinstance(value, uuid.UUID):
+        return uuid.UUID, value
+    return type(value), value, getattr(value, "tzinfo", None)
+
+
+async def test_a_duplicate_task_is_an_integrity_error_and_rolls_back(store: Store) -> None:
+    user = await create_user(store)
+    root = await create_root_task(store, user)
+    child = make_task(user.id, parent_id=root.id, root_id=root.id, key="a")
+    with pytest.raises(IntegrityError):
+        async with store.transaction() as tx:
+            await tx.tasks.insert_many([child])
+            await tx.tasks.insert_many([root])
+    async with store.read() as tx:
+        assert await tx.tasks.children(root.id) == []
+        assert await tx.tasks.get(root.id) == root
 
 
 async def test_events_are_numbered_from_one(store: Store) -> None:

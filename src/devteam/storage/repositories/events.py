@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -16,12 +18,58 @@ from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
 from devteam.domain.tasks import Task
 from devteam.observability.tracing import trace_id_of
-from devteam.storage.repositories._base import Repository
+from devteam.storage.database import driver_connection, on_driver
+from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
 from devteam.storage.repositories.tasks import task_to_row
 from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
 from devteam.storage.types import utcnow
+
+_INSERT_EVENTS = sa.insert(events_table)
+_INSERT_TASK = sa.insert(tasks)
+_EVENT_FIELDS = frozenset(Event.model_fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _increment_statement(roots: int) -> sa.Update:
+    """Add `n<i>` to the event counter of root `r<i>`, for `roots` roots; returns the
+    roots' ids, new counters and trace parents."""
+    ids = [sa.bindparam(f"r{i}", type_=tasks.c.id.type) for i in range(roots)]
+    if roots == 1:
+        increment: sa.ColumnElement[int] = sa.bindparam("n0", type_=sa.Integer)
+    else:
+        increment = sa.case(
+            *(
+                (tasks.c.id == ids[i], sa.bindparam(f"n{i}", type_=sa.Integer))
+                for i in range(roots)
+            ),
+            else_=0,
+        )
+    return (
+        sa.update(tasks)
+        .where(tasks.c.id == ids[0] if roots == 1 else tasks.c.id.in_(ids))
+        .values(event_seq=tasks.c.event_seq + increment)
+        .returning(tasks.c.id, tasks.c.event_seq, tasks.c.trace_parent)
+    )
+
+
+# On Postgres, through the driver (see `driver_connection`): the counters of any number
+# of roots in one statement, and the events' rows.
+_PG_INCREMENT = (
+    "UPDATE tasks SET event_seq = tasks.event_seq + c.n"
+    " FROM unnest($1::uuid[], $2::int[]) AS c(id, n) WHERE tasks.id = c.id"
+    " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent"
+)
+_EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_EVENT_COLUMNS) + 1))})"
+)
+
+
+def _event(values: dict[str, Any]) -> Event:
+    return trusted(Event, values, set(_EVENT_FIELDS))
 
 
 class EventRepository(Repository):
@@ -40,18 +88,23 @@ class EventRepository(Repository):
         counts = {root: len(items) for root, items in new.items() if items}
         if not counts:
             return {}
-        increment = sa.case(*((tasks.c.id == root, n) for root, n in counts.items()), else_=0)
-        rows = await self.conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.id.in_(list(counts)))
-            .values(event_seq=tasks.c.event_seq + increment)
-            .returning(tasks.c.id, tasks.c.event_seq, tasks.c.trace_parent)
-        )
+        postgres = self.dialect == "postgresql"
+        rows: Iterable[Any]
+        if postgres:
+            driver = await driver_connection(self.conn)
+            call = driver.fetch(_PG_INCREMENT, list(counts), list(counts.values()))
+            rows = await on_driver(self.conn, call, _PG_INCREMENT)
+        else:
+            params: dict[str, object] = {}
+            for i, (root, n) in enumerate(counts.items()):
+                params[f"r{i}"] = root
+                params[f"n{i}"] = n
+            rows = await self.conn.execute(_increment_statement(len(counts)), params)
         last: dict[UUID, int] = {}
         traces: dict[UUID, str | None] = {}
-        for row in rows:
-            last[row.id] = row.event_seq
-            traces[row.id] = trace_id_of(row.trace_parent)
+        for root_id, event_seq, trace_parent in rows:
+            last[root_id] = event_seq
+            traces[root_id] = trace_id_of(trace_parent)
         if missing := [root for root in counts if root not in last]:
             raise NotFound(f"task {missing[0]} does not exist")
         now = utcnow()
@@ -61,34 +114,30 @@ class EventRepository(Repository):
             if not items:
                 continue
             first = last[root] - len(items) + 1
-            events = [
-                Event.model_construct(
-                    id=uuid.uuid4(),
-                    task_id=root,
-                    subtask_id=item.subtask_id,
-                    seq=first + i,
-                    type=item.type,
-                    data=item.data,
-                    ts=now,
-                    trace_id=traces[root],
-                )
-                for i, item in enumerate(items)
-            ]
-            appended[root] = events
-            values += [
-                {
-                    "id": e.id,
+            trace_id = traces[root]
+            events = []
+            for i, item in enumerate(items):
+                row = {
+                    "id": uuid.uuid4(),
                     "task_id": root,
-                    "subtask_id": e.subtask_id,
-                    "seq": e.seq,
-                    "type": e.type.value,
-                    "data": e.data,
+                    "subtask_id": item.subtask_id,
+                    "seq": first + i,
+                    "type": item.type,
+                    "data": item.data,
                     "ts": now,
-                    "trace_id": traces[root],
+                    "trace_id": trace_id,
                 }
-                for e in events
+                events.append(_event(row))
+                values.append({**row, "type": item.type.value})
+            appended[root] = events
+        if postgres:
+            params_list = [
+                [json.dumps(v[c]) if c == "data" else v[c] for c in _EVENT_COLUMNS] for v in values
             ]
-        await self.conn.execute(sa.insert(events_table), values)
+            call = driver.executemany(_PG_INSERT_EVENTS, params_list)
+            await on_driver(self.conn, call, _PG_INSERT_EVENTS)
+        else:
+            await self.conn.execute(_INSERT_EVENTS, values)
         return appended
 
     async def insert_root(
@@ -104,15 +153,17 @@ class EventRepository(Repository):
         now = utcnow()
         trace_id = trace_id_of(root.trace_parent)
         events = [
-            Event.model_construct(
-                id=uuid.uuid4(),
-                task_id=root.id,
-                subtask_id=item.subtask_id,
-                seq=i + 1,
-                type=item.type,
-                data=item.data,
-                ts=now,
-                trace_id=trace_id,
+            _event(
+                {
+                    "id": uuid.uuid4(),
+                    "task_id": root.id,
+                    "subtask_id": item.subtask_id,
+                    "seq": i + 1,
+                    "type": item.type,
+                    "data": item.data,
+                    "ts": now,
+                    "trace_id": trace_id,
+                }
             )
             for i, item in enumerate(first)
         ]
@@ -145,9 +196,9 @@ class EventRepository(Repository):
             )
             await self.conn.execute(statement, params)
         else:
-            await self.conn.execute(sa.insert(tasks).values(task_row))
+            await self.conn.execute(_INSERT_TASK, task_row)
             if values:
-                await self.conn.execute(sa.insert(events_table), values)
+                await self.conn.execute(_INSERT_EVENTS, values)
             if audit is not None:
                 await AuditRepository(self.conn).append(audit)
         return events

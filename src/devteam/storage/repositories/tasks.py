@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -10,61 +12,128 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from devteam.domain.enums import LEASED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES
+from devteam.domain.enums import (
+    LEASED_STATUSES,
+    RUNNING_STATUSES,
+    TERMINAL_STATUSES,
+    AgentType,
+    Phase,
+    TaskStatus,
+)
 from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
-from devteam.domain.webhooks import Webhook
-from devteam.storage.repositories._base import Repository
+from devteam.domain.webhooks import Webhook, WebhookEvent
+from devteam.storage.database import driver_connection, on_driver
+from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.tables import tasks
+from devteam.storage.types import UTCDateTime, aware
+
+_STATUSES = {s.value: s for s in TaskStatus}
+_AGENT_TYPES = {a.value: a for a in AgentType}
+_PHASES = {p.value: p for p in Phase}
+_WEBHOOK_EVENTS = {e.value: e for e in WebhookEvent}
+_TASK_FIELDS = frozenset(Task.model_fields)
+_USAGE_FIELDS = frozenset(Usage.model_fields)
+_ERROR_FIELDS = frozenset(TaskError.model_fields)
 
 
 def task_from_row(row: RowMapping | Mapping[str, Any]) -> Task:
-    error = (
-        TaskError(code=row["error_code"], message=row["error_message"] or "")
-        if row["error_code"]
-        else None
-    )
-    return Task(
-        id=row["id"],
-        parent_id=row["parent_id"],
-        root_id=row["root_id"],
-        key=row["key"],
-        status=row["status"],
-        agent_type=row["agent_type"],
-        task_type=row["task_type"],
-        task=row["task"],
-        complexity=row["complexity"],
-        priority=row["priority"],
-        project_id=row["project_id"],
-        metadata=row["metadata"],
-        phase=row["phase"],
-        depends_on=[UUID(d) for d in row["depends_on"]],
-        require_approval=row["require_approval"],
-        budget=Budget.model_validate(row["budget"]) if row["budget"] else None,
-        plan=[SubtaskRequest.model_validate(s) for s in row["plan"]] if row["plan"] else None,
-        webhook=Webhook.model_validate(row["webhook"]) if row["webhook"] else None,
-        attempt=row["attempt"],
-        version=row["version"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        result=row["result"],
-        error=error,
-        usage=Usage(
-            requests=row["usage_requests"],
-            input_tokens=row["usage_input_tokens"],
-            output_tokens=row["usage_output_tokens"],
-            tool_calls=row["usage_tool_calls"],
-            cost_usd=row["cost_usd"],
+    """The task a row of `tasks` holds.
+
+    Built without validation (as `Task` would build it from these values: enums,
+    UUIDs, aware datetimes and nested models alike): the row was validated on its way in.
+    """
+    agent_type = row["agent_type"]
+    phase = row["phase"]
+    budget = row["budget"]
+    plan = row["plan"]
+    webhook = row["webhook"]
+    error_code = row["error_code"]
+    values = {
+        "id": row["id"],
+        "parent_id": row["parent_id"],
+        "root_id": row["root_id"],
+        "key": row["key"],
+        "status": _STATUSES[row["status"]],
+        "agent_type": _AGENT_TYPES[agent_type] if agent_type is not None else None,
+        "task_type": row["task_type"],
+        "task": row["task"],
+        "complexity": row["complexity"],
+        "priority": row["priority"],
+        "project_id": row["project_id"],
+        "metadata": row["metadata"],
+        "phase": _PHASES[phase] if phase is not None else None,
+        "depends_on": [UUID(d) for d in row["depends_on"]],
+        "require_approval": row["require_approval"],
+        "budget": _budget(budget) if budget else None,
+        "plan": [_subtask_request(s) for s in plan] if plan else None,
+        "webhook": _webhook(webhook) if webhook else None,
+        "attempt": row["attempt"],
+        "version": row["version"],
+        "created_by": row["created_by"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "result": row["result"],
+        "error": (
+            trusted(
+                TaskError,
+                {"code": error_code, "message": row["error_message"] or ""},
+                set(_ERROR_FIELDS),
+            )
+            if error_code
+            else None
         ),
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-        not_before=row["not_before"],
-        queued_at=row["queued_at"],
-        deadline_at=row["deadline_at"],
-        trace_parent=row.get("trace_parent"),
-    )
+        "usage": trusted(
+            Usage,
+            {
+                "requests": row["usage_requests"],
+                "input_tokens": row["usage_input_tokens"],
+                "output_tokens": row["usage_output_tokens"],
+                "tool_calls": row["usage_tool_calls"],
+                "cost_usd": float(row["cost_usd"]),
+            },
+            set(_USAGE_FIELDS),
+        ),
+        "lease_owner": row["lease_owner"],
+        "lease_expires_at": row["lease_expires_at"],
+        "not_before": row["not_before"],
+        "queued_at": row["queued_at"],
+        "deadline_at": row["deadline_at"],
+        "trace_parent": row.get("trace_parent"),
+    }
+    return trusted(Task, values, set(_TASK_FIELDS))
+
+
+def _budget(stored: dict[str, Any]) -> Budget:
+    max_cost_usd = stored.get("max_cost_usd")
+    timeout_s = stored.get("timeout_s")
+    values = {
+        "max_tokens": stored.get("max_tokens"),
+        "max_cost_usd": float(max_cost_usd) if max_cost_usd is not None else None,
+        "timeout_s": float(timeout_s) if timeout_s is not None else None,
+    }
+    return trusted(Budget, values, set(stored))
+
+
+def _subtask_request(stored: dict[str, Any]) -> SubtaskRequest:
+    phase = stored.get("phase")
+    values = {
+        "key": stored["key"],
+        "agent_type": _AGENT_TYPES[stored["agent_type"]],
+        "task": stored["task"],
+        "complexity": stored["complexity"],
+        "task_type": stored.get("task_type"),
+        "priority": stored.get("priority"),
+        "phase": _PHASES[phase] if phase is not None else None,
+        "depends_on": list(stored.get("depends_on", [])),
+    }
+    return trusted(SubtaskRequest, values, set(stored))
+
+
+def _webhook(stored: dict[str, Any]) -> Webhook:
+    values = {"url": stored["url"], "events": [_WEBHOOK_EVENTS[e] for e in stored["events"]]}
+    return trusted(Webhook, values, set(stored))
 
 
 def task_to_row(task: Task) -> dict[str, Any]:
@@ -117,12 +186,105 @@ _TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 _START_LOCK = 0x64657673  # "devs"
 _children = tasks.alias("children")
 
+# The statements of the orchestration's hot path, built once: SQLAlchemy then finds
+# their compiled form in its cache by a cheap key instead of building them per call.
+_INSERT = sa.insert(tasks)
+_TREES = (
+    sa.select(tasks)
+    .where(tasks.c.root_id.in_(sa.bindparam("root_ids", expanding=True)))
+    .order_by(tasks.c.root_id, tasks.c.id)
+)
+_TREES_FOR_UPDATE = _TREES.with_for_update()
+_ROOT_IDS = sa.select(tasks.c.id, tasks.c.root_id).where(
+    tasks.c.id.in_(sa.bindparam("task_ids", expanding=True))
+)
+_START_LOCK_STATEMENT = sa.select(sa.func.pg_advisory_xact_lock(_START_LOCK))
+_RUNNING_NOW = (tasks.c.status.in_(_RUNNING), tasks.c.lease_owner.is_not(None))
+_COUNT_RUNNING = {
+    (by_owner, by_agent_type): sa.select(sa.func.count())
+    .select_from(tasks)
+    .where(
+        *_RUNNING_NOW,
+        *([tasks.c.created_by == sa.bindparam("created_by")] if by_owner else []),
+        *([tasks.c.agent_type == sa.bindparam("agent_type")] if by_agent_type else []),
+    )
+    for by_owner in (False, True)
+    for by_agent_type in (False, True)
+}
+_RENEW_LEASES = (
+    sa.update(tasks)
+    .where(
+        tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)),
+        tasks.c.lease_owner == sa.bindparam("owner"),
+    )
+    .values(lease_expires_at=sa.bindparam("until"))
+    .returning(tasks.c.id)
+)
+_MARK_QUEUED = (
+    sa.update(tasks)
+    .where(
+        tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)),
+        tasks.c.status == "delegated",
+        tasks.c.queued_at.is_(None),
+    )
+    .values(queued_at=sa.bindparam("now"))
+    .returning(*tasks.c)
+)
+
+
+# On Postgres the hottest statements go to asyncpg directly (see `driver_connection`):
+# through SQLAlchemy, most of their cost was SQLAlchemy's. Parameters are converted as
+# SQLAlchemy's column types would: JSON serialized (None as JSON null), UTC checked.
+_COLUMNS = tuple(c.name for c in tasks.c)
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    **{c.name: json.dumps for c in tasks.c if isinstance(c.type, sa.JSON)},
+    **{c.name: aware for c in tasks.c if isinstance(c.type, UTCDateTime)},
+}
+_PG_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS)
+_PG_INSERTED_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS if c != "event_seq")
+# What `task_to_row` writes: every column but the event counter (see EventRepository).
+_INSERTED = tuple(c for c in _COLUMNS if c != "event_seq")
+_PG_INSERT = (
+    f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
+)
+_PG_TREES = f"SELECT {_PG_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
+_PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
+
+
+def _driver_params(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+    return [_ENCODE[c](row[c]) if c in _ENCODE else row[c] for c in columns]
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_update(columns: tuple[str, ...]) -> str:
+    """UPDATE of `columns` ($1..$n) of the row $n+1 at version $n+2."""
+    values = ", ".join(f'"{c}" = ${i}' for i, c in enumerate(columns, 1))
+    n = len(columns)
+    return f"UPDATE tasks SET {values} WHERE id = ${n + 1} AND version = ${n + 2}"
+
+
+@functools.lru_cache(maxsize=512)
+def _update_statement(columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE of `columns` (parameters `v_<column>`) of the row `b_id` at version `b_version`."""
+    return (
+        sa.update(tasks)
+        .where(tasks.c.id == sa.bindparam("b_id"), tasks.c.version == sa.bindparam("b_version"))
+        .values({column: sa.bindparam(f"v_{column}") for column in columns})
+    )
+
 
 class TaskRepository(Repository):
     async def insert_many(self, new: Sequence[Task]) -> None:
         """Insert tasks; parents must come before their children."""
-        if new:
-            await self.conn.execute(sa.insert(tasks), [task_to_row(t) for t in new])
+        if not new:
+            return
+        if self.dialect == "postgresql":
+            rows = [_driver_params(task_to_row(t), _INSERTED) for t in new]
+            driver = await driver_connection(self.conn)
+            await on_driver(self.conn, driver.executemany(_PG_INSERT, rows), _PG_INSERT)
+        else:
+            await self.conn.execute(_INSERT, [task_to_row(t) for t in new])
 
     async def get(self, task_id: UUID, *, for_update: bool = False) -> Task | None:
         query = sa.select(tasks).where(tasks.c.id == task_id)
@@ -198,47 +360,41 @@ class TaskRepository(Repository):
         self, root_ids: Sequence[UUID], *, for_update: bool = True
     ) -> dict[UUID, list[Task]]:
         """Every task under each root, locked in a fixed order (root, id) to avoid deadlocks."""
-        query = (
-            sa.select(tasks)
-            .where(tasks.c.root_id.in_(sorted(set(root_ids))))
-            .order_by(tasks.c.root_id, tasks.c.id)
-        )
-        if for_update:
-            query = query.with_for_update()
+        ordered = sorted(set(root_ids))
+        rows: Iterable[Any]  # asyncpg's records or SQLAlchemy's row mappings
+        if self.dialect == "postgresql":
+            sql = _PG_TREES_FOR_UPDATE if for_update else _PG_TREES
+            driver = await driver_connection(self.conn)
+            rows = await on_driver(self.conn, driver.fetch(sql, ordered), sql)
+        else:
+            query = _TREES_FOR_UPDATE if for_update else _TREES
+            rows = (await self.conn.execute(query, {"root_ids": ordered})).mappings()
         trees: dict[UUID, list[Task]] = {}
-        for row in await self.conn.execute(query):
-            task = task_from_row(row._mapping)
+        for row in rows:
+            task = task_from_row(row)
             trees.setdefault(task.root_id, []).append(task)
         return trees
 
     async def root_ids(self, task_ids: Sequence[UUID]) -> dict[UUID, UUID]:
-        rows = await self.conn.execute(
-            sa.select(tasks.c.id, tasks.c.root_id).where(tasks.c.id.in_(list(set(task_ids))))
-        )
-        return {row.id: row.root_id for row in rows}
+        rows = await self.conn.execute(_ROOT_IDS, {"task_ids": list(set(task_ids))})
+        return dict(rows.all())
 
     async def lock_starts(self) -> None:
         """Serialize starts across processes until the transaction ends (Postgres)."""
         if self.dialect == "postgresql":
-            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_START_LOCK)))
+            await self.conn.execute(_START_LOCK_STATEMENT)
 
     async def count_running(
         self, *, created_by: UUID | None = None, agent_type: str | None = None
     ) -> int:
         """Agent attempts running now (they hold a lease)."""
-        query = (
-            sa.select(sa.func.count())
-            .select_from(tasks)
-            .where(
-                tasks.c.status.in_(_RUNNING),
-                tasks.c.lease_owner.is_not(None),
-            )
-        )
+        query = _COUNT_RUNNING[created_by is not None, agent_type is not None]
+        params: dict[str, Any] = {}
         if created_by is not None:
-            query = query.where(tasks.c.created_by == created_by)
+            params["created_by"] = created_by
         if agent_type is not None:
-            query = query.where(tasks.c.agent_type == agent_type)
-        return int(await self.conn.scalar(query) or 0)
+            params["agent_type"] = agent_type
+        return int(await self.conn.scalar(query, params) or 0)
 
     async def running_by_agent_type(self) -> dict[str, int]:
         """Agent attempts running now (they hold a lease), per agent type."""
@@ -260,12 +416,9 @@ class TaskRepository(Repository):
         if not task_ids:
             return set()
         rows = await self.conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.id.in_(list(task_ids)), tasks.c.lease_owner == owner)
-            .values(lease_expires_at=until)
-            .returning(tasks.c.id)
+            _RENEW_LEASES, {"task_ids": list(task_ids), "owner": owner, "until": until}
         )
-        return {row.id for row in rows}
+        return set(rows.scalars())
 
     async def expired_leases(self, now: datetime, limit: int = 500) -> list[Task]:
         rows = await self.conn.execute(
@@ -297,17 +450,8 @@ class TaskRepository(Repository):
         """Mark delegated work not yet on the queue as queued; returns what was marked."""
         if not task_ids:
             return []
-        rows = await self.conn.execute(
-            sa.update(tasks)
-            .where(
-                tasks.c.id.in_(list(task_ids)),
-                tasks.c.status == "delegated",
-                tasks.c.queued_at.is_(None),
-            )
-            .values(queued_at=now)
-            .returning(*tasks.c)
-        )
-        return [task_from_row(row._mapping) for row in rows]
+        rows = await self.conn.execute(_MARK_QUEUED, {"task_ids": list(task_ids), "now": now})
+        return [task_from_row(row) for row in rows.mappings()]
 
     async def queued_work(self, limit: int = 10_000) -> list[Task]:
         """Work that should be on the queue: leaf tasks delegated, roots pending."""
@@ -378,23 +522,38 @@ class TaskRepository(Repository):
         Each row is only updated if still at the version it was read at; the
         caller holds the rows' locks, so a mismatch means a bug, and raises.
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        # Per set of changed columns: (new values, id, version read) of each row.
+        groups: dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]] = {}
         for before, after in changes:
             old, new = task_to_row(before), task_to_row(after)
             changed = tuple(sorted(k for k, v in new.items() if old[k] != v))
             if not changed:
                 continue
-            params = {f"v_{k}": new[k] for k in changed}
-            params.update(b_id=before.id, b_version=before.version)
-            groups.setdefault(changed, []).append(params)
-        for columns, rows in groups.items():
-            statement = (
-                sa.update(tasks)
-                .where(
-                    tasks.c.id == sa.bindparam("b_id"), tasks.c.version == sa.bindparam("b_version")
-                )
-                .values({column: sa.bindparam(f"v_{column}") for column in columns})
+            groups.setdefault(changed, []).append(
+                ({k: new[k] for k in changed}, before.id, before.version)
             )
-            result = await self.conn.execute(statement, rows)
+        if self.dialect == "postgresql":
+            # asyncpg reports no row counts of an executemany (nor did SQLAlchemy on it).
+            driver = await driver_connection(self.conn)
+            for columns, rows in groups.items():
+                sql = _pg_update(columns)
+                params = [
+                    [*_driver_params(values, columns), task_id, version]
+                    for values, task_id, version in rows
+                ]
+                await on_driver(self.conn, driver.executemany(sql, params), sql)
+            return
+        for columns, rows in groups.items():
+            result = await self.conn.execute(
+                _update_statement(columns),
+                [
+                    {
+                        **{f"v_{c}": values[c] for c in columns},
+                        "b_id": task_id,
+                        "b_version": version,
+                    }
+                    for values, task_id, version in rows
+                ],
+            )
             if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
                 raise RuntimeError("a task changed under a locked transaction")
