@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -396,8 +397,17 @@ class TaskResult(BaseModel):
     model: str | None = None
 
 
-def phase_rank(task: Task, phases: Sequence[str]) -> int:
-    """Where the task's phase comes in `phases`; a task of no listed phase comes last."""
-    if task.phase is None or task.phase not in phases:
-        return len(phases)
-    return list(phases).index(task.phase)
+def phase_ranks(phases: Sequence[str]) -> dict[str, int]:
+    """Each phase's place in `phases` (the configured order), for `phase_rank`."""
+    return _phase_ranks(tuple(str(p) for p in phases))
+
+
+@functools.lru_cache(maxsize=16)
+def _phase_ranks(phases: tuple[str, ...]) -> dict[str, int]:
+    return {phase: rank for rank, phase in enumerate(phases)}
+
+
+def phase_rank(task: Task, ranks: Mapping[str, int]) -> int:
+    """Where the task's phase comes in the order `ranks` gives (see `phase_ranks`); a task
+    of no listed phase comes last."""
+    return ranks.get(task.phase, len(ranks)) if task.phase is not None else len(ranks)

@@ -97,9 +97,7 @@ async def run_attempt(
     ):
         now = clock.now()
         agent = agents.get(task.agent_type) if task.agent_type else None
-        context = ExecutionContext(
-            engine, task, dependency_results(task, tree, [str(p) for p in config.phases])
-        )
+        context = ExecutionContext(engine, task, dependency_results(task, tree, config.phases))
         metrics.TASKS_IN_PROGRESS.labels(agent_label).inc()
         timeout = 0.0
         try:

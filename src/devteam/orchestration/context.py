@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.events import EventType, NewEvent
-from devteam.domain.tasks import Task, TaskResult, TaskSpec, Usage, phase_rank
+from devteam.domain.tasks import Task, TaskResult, TaskSpec, Usage, phase_rank, phase_ranks
 from devteam.orchestration.engine import Engine
 from devteam.orchestration.rules.base import Tree
 from devteam.settings.team_leader import TeamLeaderConfig
@@ -53,14 +53,15 @@ class ExecutionContext:
         )
 
 
-def dependency_results(task: Task, tree: Tree, phases: list[str]) -> dict[str, TaskResult]:
+def dependency_results(task: Task, tree: Tree, phases: Sequence[str]) -> dict[str, TaskResult]:
     """Results an agent works from: what it depends on and what earlier phases produced."""
     if task.parent_id is None:
         return {}
     wanted: set[UUID] = set(task.depends_on)
-    mine = phase_rank(task, phases)
+    ranks = phase_ranks(phases)
+    mine = phase_rank(task, ranks)
     for sibling in tree.children(task.parent_id):
-        if sibling.id != task.id and phase_rank(sibling, phases) < mine:
+        if sibling.phase != task.phase and phase_rank(sibling, ranks) < mine:
             wanted.add(sibling.id)
     results = {}
     for task_id in wanted:

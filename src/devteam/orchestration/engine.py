@@ -175,9 +175,7 @@ class Engine:
                     tree = trees.get(root)
                     if tree is None or (request.new is None and request.task_id not in tree.tasks):
                         raise NotFound(f"task {request.task_id} does not exist")
-                    results.append(
-                        await self._run(tx, tree, request, config, outbox, events[root])
-                    )
+                    results.append(await self._run(tx, tree, request, config, outbox, events[root]))
                 if runner is not None and outbox.enqueue:
                     reserved = min(runner.claimable(), len(outbox.enqueue))
                     if reserved > 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.tasks import Task, phase_rank
+from devteam.domain.tasks import Task, phase_rank, phase_ranks
 from devteam.observability import metrics
 from devteam.observability.logging import get_logger
 from devteam.orchestration.clock import Clock
@@ -147,7 +147,7 @@ class Sweeper:
             phase_cutoff = now - timedelta(seconds=config.timeouts.phase_s)
             candidates = await tx.tasks.roots_with_work_started_before(phase_cutoff)
             trees = await tx.tasks.load_trees(candidates, for_update=False) if candidates else {}
-        phases = [str(p) for p in config.phases]
+        phases = phase_ranks(config.phases)
         for root_id, tasks in trees.items():
             if (phase := _overdue_phase(tasks, phases, phase_cutoff)) is not None:
                 requests.append(
@@ -177,7 +177,7 @@ class Sweeper:
         metrics.QUEUE_DEPTH.labels("plans", "in_flight").set(plans.in_flight)
 
 
-def _overdue_phase(tasks: list[Task], phases: list[str], cutoff: Any) -> str | None:
+def _overdue_phase(tasks: list[Task], phases: dict[str, int], cutoff: Any) -> str | None:
     """The phase of a running root that started before `cutoff` and is not finished."""
     root = next((t for t in tasks if t.parent_id is None), None)
     if root is None or root.status not in (S.DELEGATED, S.IN_PROGRESS):

@@ -87,7 +87,7 @@ class Tree:
     transaction see them; the engine writes what changed when the transaction ends.
     """
 
-    __slots__ = ("_children", "created", "root", "stored", "tasks")
+    __slots__ = ("_kids", "_place", "created", "root", "stored", "tasks")
 
     def __init__(self, tasks: Iterable[Task]) -> None:
         self.tasks: dict[UUID, Task] = {t.id: t for t in tasks}
@@ -99,8 +99,19 @@ class Tree:
         if len(roots) != 1:
             raise ValueError("a tree has exactly one root")
         self.root = roots[0]
-        self._children: dict[UUID, list[UUID]] | None = None
-        """Parent id -> its children's ids in creation order; built on first use."""
+        self._kids: dict[UUID, list[Task]] = {}
+        """Parent id -> its children in creation order (kept current by `put`)."""
+        self._place: dict[UUID, int] = {}
+        """Child id -> its index in its parent's list."""
+        for t in sorted(self.tasks.values(), key=_creation_order):
+            if t.parent_id is not None:
+                self._append_child(t)
+
+    def _append_child(self, task: Task) -> None:
+        assert task.parent_id is not None
+        siblings = self._kids.setdefault(task.parent_id, [])
+        self._place[task.id] = len(siblings)
+        siblings.append(task)
 
     def get(self, task_id: UUID) -> Task:
         return self.tasks[task_id]
@@ -110,19 +121,41 @@ class Tree:
         self.tasks[task.id] = task
         if task.parent_id is None:
             self.root = task
+        else:
+            self._kids[task.parent_id][self._place[task.id]] = task
 
     def add(self, task: Task) -> None:
         """A task created in this transaction: inserted when the transaction ends."""
-        if task.id not in self.tasks:
-            self.created[task.id] = None
-            self._children = None
-        self.put(task)
+        if task.id in self.tasks:
+            self.put(task)
+            return
+        self.created[task.id] = None
+        self.tasks[task.id] = task
+        if task.parent_id is None:
+            self.root = task
+            return
+        siblings = self._kids.get(task.parent_id, [])
+        if siblings and _creation_order(task) < _creation_order(siblings[-1]):
+            self._reindex(task.parent_id, [*siblings, task])
+        else:
+            self._append_child(task)
 
     def discard(self, task_id: UUID) -> None:
         """Forget a task created in this transaction (its creation was refused)."""
-        if task_id in self.created:
-            del self.created[task_id], self.tasks[task_id]
-            self._children = None
+        if task_id not in self.created:
+            return
+        task = self.tasks.pop(task_id)
+        del self.created[task_id]
+        if task.parent_id is not None:
+            siblings = self._kids[task.parent_id]
+            self._reindex(task.parent_id, [t for t in siblings if t.id != task_id])
+            del self._place[task_id]
+
+    def _reindex(self, parent_id: UUID, children: list[Task]) -> None:
+        children.sort(key=_creation_order)
+        self._kids[parent_id] = children
+        for index, child in enumerate(children):
+            self._place[child.id] = index
 
     def changes(self) -> list[tuple[Task, Task]]:
         """(as stored, as now) for every stored task changed in this transaction."""
@@ -141,23 +174,21 @@ class Tree:
         self.created = {}
 
     def children(self, parent_id: UUID) -> list[Task]:
-        return [self.tasks[i] for i in self._index().get(parent_id, ())]
-
-    def _index(self) -> dict[UUID, list[UUID]]:
-        # A task's parent and creation time never change: only a new task resets this.
-        if self._children is None:
-            index: dict[UUID, list[UUID]] = {}
-            for t in sorted(self.tasks.values(), key=lambda t: (t.created_at, t.key or "")):
-                if t.parent_id is not None:
-                    index.setdefault(t.parent_id, []).append(t.id)
-            self._children = index
-        return self._children
+        """The children of `parent_id` in creation order (a list the caller must not change)."""
+        return self._kids.get(parent_id, _NO_CHILDREN)
 
     def parent(self, task: Task) -> Task | None:
         return self.tasks.get(task.parent_id) if task.parent_id else None
 
     def has_children(self, task_id: UUID) -> bool:
-        return bool(self._index().get(task_id))
+        return bool(self._kids.get(task_id))
+
+
+_NO_CHILDREN: list[Task] = []
+
+
+def _creation_order(task: Task) -> tuple[datetime, str]:
+    return task.created_at, task.key or ""
 
 
 AfterCommit = Callable[[], Awaitable[None] | None]
@@ -229,8 +260,9 @@ class TransitionContext:
         return self.decision is Decision.REJECT or self.decision is Decision.DELAY
 
     def emit(self, type: EventType, **data: Any) -> None:
+        # Built without validation: the fields are ours and of the right types.
         self.events.append(
-            NewEvent(
+            NewEvent.model_construct(
                 type=type,
                 subtask_id=None if self.task.parent_id is None else self.task.id,
                 data=data,

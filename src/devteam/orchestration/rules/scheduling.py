@@ -9,7 +9,7 @@ from uuid import UUID
 
 from devteam.domain.enums import TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.tasks import phase_rank
+from devteam.domain.tasks import phase_rank, phase_ranks
 from devteam.orchestration.rules.base import TaskRule, TransitionContext
 
 S = TaskStatus
@@ -40,12 +40,14 @@ class WaitForEarlierPhases(TaskRule):
     async def before_transition(self, ctx: TransitionContext) -> None:
         if ctx.task.parent_id is None:
             return
-        phases = [str(p) for p in ctx.config.phases]
+        phases = phase_ranks(ctx.config.phases)
         mine = phase_rank(ctx.task, phases)
         earlier = [
             s
             for s in ctx.tree.children(ctx.task.parent_id)
-            if s.id != ctx.task.id and phase_rank(s, phases) < mine and s.status != S.COMPLETED
+            if s.status != S.COMPLETED
+            and s.phase != ctx.task.phase
+            and phase_rank(s, phases) < mine
         ]
         if earlier:
             names = sorted({str(s.phase) for s in earlier})

@@ -189,8 +189,13 @@ _children = tasks.alias("children")
 # The statements of the orchestration's hot path, built once: SQLAlchemy then finds
 # their compiled form in its cache by a cheap key instead of building them per call.
 _INSERT = sa.insert(tasks)
+_PLAN_WHILE_PENDING = sa.type_coerce(
+    sa.case((tasks.c.status == "pending", tasks.c.plan), else_=sa.null()), tasks.c.plan.type
+).label("plan")
+"""A tree's tasks carry their requested plan only while pending: once planned, nothing the
+engine runs reads it again (it stays in the row), and a root's plan is its largest column."""
 _TREES = (
-    sa.select(tasks)
+    sa.select(*(_PLAN_WHILE_PENDING if c.name == "plan" else c for c in tasks.c))
     .where(tasks.c.root_id.in_(sa.bindparam("root_ids", expanding=True)))
     .order_by(tasks.c.root_id, tasks.c.id)
 )
@@ -248,7 +253,13 @@ _PG_INSERT = (
     f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
 )
-_PG_TREES = f"SELECT {_PG_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
+_PG_TREE_COLUMNS = ", ".join(
+    'CASE WHEN "status" = \'pending\' THEN "plan" END AS "plan"' if c == "plan" else f'"{c}"'
+    for c in _COLUMNS
+)
+_PG_TREES = (
+    f"SELECT {_PG_TREE_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
+)
 _PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
 
 
@@ -359,7 +370,10 @@ class TaskRepository(Repository):
     async def load_trees(
         self, root_ids: Sequence[UUID], *, for_update: bool = True
     ) -> dict[UUID, list[Task]]:
-        """Every task under each root, locked in a fixed order (root, id) to avoid deadlocks."""
+        """Every task under each root, locked in a fixed order (root, id) to avoid deadlocks.
+
+        A task's requested `plan` is read only while it is pending (see `_PLAN_WHILE_PENDING`).
+        """
         ordered = sorted(set(root_ids))
         rows: Iterable[Any]  # asyncpg's records or SQLAlchemy's row mappings
         if self.dialect == "postgresql":
