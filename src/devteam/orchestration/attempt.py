@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -18,10 +19,9 @@ from devteam.broker.protocol import QueueMessage
 from devteam.domain.agents import Agent, AgentFailed
 from devteam.domain.enums import AgentType, TaskStatus
 from devteam.domain.errors import ErrorCode
-from devteam.domain.tasks import Task, TaskResult, Usage
+from devteam.domain.tasks import Task, TaskResult, TaskSpec, Usage
 from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger, log_context
-from devteam.orchestration.clock import Clock
 from devteam.orchestration.context import (
     ExecutionContext,
     attempt_deadline,
@@ -71,15 +71,32 @@ class Running:
             self.runner.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptInputs:
+    """What an attempt works from, taken from its tree when it starts (the tree goes on
+    changing in later transactions; the attempt sees it as it was when it started)."""
+
+    spec: TaskSpec | None
+    """None when the task names no agent type."""
+    dependencies: dict[str, TaskResult]
+    timeout_s: float
+
+    @classmethod
+    def of(cls, task: Task, tree: Tree, config: TeamLeaderConfig, now: datetime) -> AttemptInputs:
+        return cls(
+            spec=build_spec(task, tree, config, now) if task.agent_type is not None else None,
+            dependencies=dependency_results(task, tree, config.phases),
+            timeout_s=(attempt_deadline(task, tree, config, now) - now).total_seconds(),
+        )
+
+
 async def run_attempt(
     running: Running,
     task: Task,
-    tree: Tree,
+    inputs: AttemptInputs,
     *,
     engine: Engine,
     agents: Mapping[AgentType, Agent],
-    config: TeamLeaderConfig,
-    clock: Clock,
 ) -> TransitionRequest | None:
     """Run the agent of `task`; the transition its end proposes (None: nothing to record,
     the lease was lost)."""
@@ -95,20 +112,18 @@ async def run_attempt(
         ),
         log_context(task_id=str(task.id), agent=agent_label),
     ):
-        now = clock.now()
         agent = agents.get(task.agent_type) if task.agent_type else None
-        context = ExecutionContext(engine, task, dependency_results(task, tree, config.phases))
+        context = ExecutionContext(engine, task, inputs.dependencies)
         metrics.TASKS_IN_PROGRESS.labels(agent_label).inc()
-        timeout = 0.0
+        timeout = inputs.timeout_s
         try:
             if running.stop_reason is not None:
                 raise asyncio.CancelledError
-            if agent is None:
+            spec = inputs.spec
+            if agent is None or spec is None:
                 raise AgentFailed(
                     ErrorCode.AGENT_UNAVAILABLE, f"no agent of type {task.agent_type} is available"
                 )
-            spec = build_spec(task, tree, config, now)
-            timeout = (attempt_deadline(task, tree, config, now) - now).total_seconds()
             # The agent runs in this task: a timeout or a cancel unwinds it before we go on.
             async with asyncio.timeout(max(timeout, 0.001)):
                 result = await agent.execute(spec, context)

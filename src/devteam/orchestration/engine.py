@@ -47,6 +47,8 @@ log = get_logger(__name__)
 
 MAX_REWRITES = 5
 MAX_CASCADE = 2_000
+TREES_KEPT = 2_000
+"""Trees of unfinished roots held in memory between transactions (least recently used go)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,8 @@ class Engine:
         self.local_runners: list[LocalRunner] = []
         """Executors of this process, which start ready work in the transaction that makes
         it ready when they have room."""
+        self._trees: OrderedDict[UUID, Tree] = OrderedDict()
+        """Trees as this process last committed them (see `_load_trees`)."""
         # Last delay reason per task: a delay repeated for the same reason is not
         # recorded again, so retries of a waiting start do not flood the history.
         self._last_delay: OrderedDict[UUID, str] = OrderedDict()
@@ -166,8 +170,7 @@ class Engine:
         try:
             async with self.store.transaction() as tx:
                 roots = await self._roots_of(tx, requests, root_ids)
-                loaded = await tx.tasks.load_trees(roots)
-                trees = {root: Tree(rows) for root, rows in loaded.items()}
+                trees = await self._load_trees(tx, roots)
                 events: dict[UUID, list[NewEvent]] = defaultdict(list)
                 config = self.config()
                 results = []
@@ -196,6 +199,8 @@ class Engine:
         if appended:
             await self.effects.publish(appended)
         await self.effects.flush(outbox)
+        # Kept only now: until the caller has read its results, nothing else takes them.
+        self._keep(trees)
         return results
 
     async def create_root(
@@ -229,6 +234,8 @@ class Engine:
             appended = await tx.events.insert_root(created, events, audit=audit)
             if within is not None:
                 await within(tx, created)
+        tree.mark_written()
+        self._keep({created.id: tree})
         await self.effects.publish({created.id: appended})
         await self.effects.flush(outbox)
         return created, appended
@@ -282,6 +289,34 @@ class Engine:
             else:
                 raise NotFound(f"task {request.task_id} does not exist")
         return roots
+
+    async def _load_trees(self, tx: UnitOfWork, roots: Sequence[UUID]) -> dict[UUID, Tree]:
+        """The trees of `roots`, locked: from memory when the database holds them as they
+        are there (a fingerprint checks it), else read."""
+        fingerprints = await tx.tasks.lock_trees(roots)
+        trees: dict[UUID, Tree] = {}
+        stale: list[UUID] = []
+        for root in fingerprints:
+            # Taken out while this transaction uses it: nothing else may change it meanwhile.
+            tree = self._trees.pop(root, None)
+            if tree is not None and tree.fingerprint() == fingerprints[root]:
+                trees[root] = tree
+            else:
+                stale.append(root)
+        if stale:
+            for root, rows in (await tx.tasks.load_trees(stale, for_update=False)).items():
+                trees[root] = Tree(rows)
+        return trees
+
+    def _keep(self, trees: dict[UUID, Tree]) -> None:
+        """Hold the trees of a committed transaction for the next one, unless finished."""
+        for root, tree in trees.items():
+            if tree.root.status in TERMINAL_STATUSES:
+                continue
+            self._trees[root] = tree
+            self._trees.move_to_end(root)
+        while len(self._trees) > TREES_KEPT:
+            self._trees.popitem(last=False)
 
     def _runner(self) -> LocalRunner | None:
         for runner in self.local_runners:

@@ -32,7 +32,7 @@ from devteam.domain.errors import ErrorCode
 from devteam.domain.tasks import Task, Usage
 from devteam.observability import metrics, tracing
 from devteam.observability.logging import get_logger, log_context
-from devteam.orchestration.attempt import Running, StopReason, failed, run_attempt
+from devteam.orchestration.attempt import AttemptInputs, Running, StopReason, failed, run_attempt
 from devteam.orchestration.clock import Clock
 from devteam.orchestration.committer import GroupCommitter
 from devteam.orchestration.engine import Engine, TransitionResult
@@ -180,9 +180,7 @@ class Executor:
     def run_here(self, started: list[tuple[Task, Tree]], reserved: int) -> None:
         self._reserved -= reserved
         for task, tree in started:
-            running = Running(WorkItem.for_task(task), None)
-            self._running[task.id] = running
-            running.runner = self._spawn(self._attempt(running, task, tree))
+            self._launch(Running(WorkItem.for_task(task), None), task, tree)
         self._update_slots()
         if len(started) < reserved:
             self._runs.freed.set()
@@ -276,27 +274,36 @@ class Executor:
             for item, message in batch:
                 self._hold(item, message, retry_in=1.0)
             return
+        # Attempts first, before anything else can change their trees.
+        later = []
         for (item, message), result in zip(batch, results, strict=True):
+            if not self._launched(item, message, result):
+                later.append((item, message, result))
+        for item, message, result in later:
             await self._after_start(item, message, result)
+
+    def _launched(self, item: WorkItem, message: QueueMessage, result: TransitionResult) -> bool:
+        """Run the attempt if the start happened (and this executor is not stopping)."""
+        task = result.task
+        if result.accepted and task.status == S.IN_PROGRESS and self._receiving:
+            assert result.tree is not None
+            self._launch(Running(item, message), task, result.tree)
+            self._update_slots()
+            return True
+        return False
 
     async def _after_start(
         self, item: WorkItem, message: QueueMessage, result: TransitionResult
     ) -> None:
+        """A start that did not launch an attempt: hand it back, hold it, or drop it."""
         task = result.task
-        if result.accepted and task.status == S.IN_PROGRESS and not self._receiving:
+        if result.accepted and task.status == S.IN_PROGRESS:
             # Started just as this executor began to stop: hand it straight back.
             await self._outcomes.commit(
                 failed(task, ErrorCode.WORKER_STOPPED, "the worker is stopping", Usage()),
                 item.root_id,
             )
             await self._ack(message)
-            return
-        if result.accepted and task.status == S.IN_PROGRESS:
-            assert result.tree is not None
-            running = Running(item, message)
-            self._running[task.id] = running
-            running.runner = self._spawn(self._attempt(running, task, result.tree))
-            self._update_slots()
             return
         if result.decision is Decision.DELAY:
             retry_in = 0.0
@@ -384,17 +391,17 @@ class Executor:
 
     # -- attempts --------------------------------------------------------------------
 
-    async def _attempt(self, running: Running, task: Task, tree: Tree) -> None:
+    def _launch(self, running: Running, task: Task, tree: Tree) -> None:
+        """Run a started attempt; its inputs are read from the tree now, as it started."""
+        self._running[task.id] = running
+        inputs = AttemptInputs.of(task, tree, self.config(), self.clock.now())
+        running.runner = self._spawn(self._attempt(running, task, inputs))
+
+    async def _attempt(self, running: Running, task: Task, inputs: AttemptInputs) -> None:
         started = time.perf_counter()
         try:
             outcome = await run_attempt(
-                running,
-                task,
-                tree,
-                engine=self.engine,
-                agents=self.agents,
-                config=self.config(),
-                clock=self.clock,
+                running, task, inputs, engine=self.engine, agents=self.agents
             )
             if outcome is not None:
                 running.recording = True
@@ -437,12 +444,12 @@ class Executor:
     async def _plan(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         """Start planning a batch of roots; plan with an LLM those that need one."""
         results = await self.planning.start([item for item, _ in batch])
-        for (item, message), result in zip(batch, results, strict=True):
+        # Each root as it is now, read before anything else may change its tree.
+        roots = [r.tree.get(r.task.id) if r.tree is not None else r.task for r in results]
+        for (item, message), result, root in zip(batch, results, roots, strict=True):
             if not result.accepted:
                 await self._not_started(item, message, result.task)
                 continue
-            assert result.tree is not None
-            root = result.tree.get(item.task_id)
             if root.status != S.PLANNING:
                 await self._ack(message)  # planned (or failed) without an LLM
                 continue

@@ -18,7 +18,6 @@ TASK_WRITES = {
     ("tasks", "insert_many"),
     ("tasks", "write_changes"),
     ("tasks", "renew_leases"),
-    ("tasks", "mark_queued"),
     ("events", "insert_root"),
     ("events", "append_many"),
     ("events", "append"),

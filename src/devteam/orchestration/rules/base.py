@@ -165,6 +165,10 @@ class Tree:
             if (task := self.tasks[task_id]) is not before
         ]
 
+    def fingerprint(self) -> tuple[int, int]:
+        """(tasks, sum of their versions), as `TaskRepository.lock_trees` reads it."""
+        return len(self.stored), sum(t.version for t in self.stored.values())
+
     def new_tasks(self) -> list[Task]:
         """The tasks created in this transaction, in creation order."""
         return [self.tasks[task_id] for task_id in self.created]

@@ -222,18 +222,10 @@ _RENEW_LEASES = (
         tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)),
         tasks.c.lease_owner == sa.bindparam("owner"),
     )
-    .values(lease_expires_at=sa.bindparam("until"))
+    # A renewal is a change like any other: the version moves, so a tree held in memory
+    # knows it is out of date.
+    .values(lease_expires_at=sa.bindparam("until"), version=tasks.c.version + 1)
     .returning(tasks.c.id)
-)
-_MARK_QUEUED = (
-    sa.update(tasks)
-    .where(
-        tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)),
-        tasks.c.status == "delegated",
-        tasks.c.queued_at.is_(None),
-    )
-    .values(queued_at=sa.bindparam("now"))
-    .returning(*tasks.c)
 )
 
 
@@ -261,6 +253,15 @@ _PG_TREES = (
     f"SELECT {_PG_TREE_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
 )
 _PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
+_PG_LOCK_TREES = (
+    "SELECT root_id, version FROM tasks WHERE root_id = ANY($1::uuid[]) "
+    "ORDER BY root_id, id FOR UPDATE"
+)
+_FINGERPRINTS = (
+    sa.select(tasks.c.root_id, sa.func.count(), sa.func.sum(tasks.c.version))
+    .where(tasks.c.root_id.in_(sa.bindparam("root_ids", expanding=True)))
+    .group_by(tasks.c.root_id)
+)
 
 
 def _driver_params(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
@@ -389,6 +390,23 @@ class TaskRepository(Repository):
             trees.setdefault(task.root_id, []).append(task)
         return trees
 
+    async def lock_trees(self, root_ids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
+        """Lock every task under each root (Postgres; SQLite's writers take turns anyway) and
+        return each tree's fingerprint: (tasks, sum of their versions). Every change of a
+        task raises its version and tasks are only added, so a tree held in memory whose
+        fingerprint matches is the tree in the database."""
+        ordered = sorted(set(root_ids))
+        if self.dialect == "postgresql":
+            driver = await driver_connection(self.conn)
+            rows = await on_driver(self.conn, driver.fetch(_PG_LOCK_TREES, ordered), _PG_LOCK_TREES)
+            found: dict[UUID, tuple[int, int]] = {}
+            for root_id, version in rows:
+                count, total = found.get(root_id, (0, 0))
+                found[root_id] = (count + 1, total + version)
+            return found
+        result = await self.conn.execute(_FINGERPRINTS, {"root_ids": ordered})
+        return {root_id: (int(count), int(total)) for root_id, count, total in result}
+
     async def root_ids(self, task_ids: Sequence[UUID]) -> dict[UUID, UUID]:
         rows = await self.conn.execute(_ROOT_IDS, {"task_ids": list(set(task_ids))})
         return dict(rows.all())
@@ -459,13 +477,6 @@ class TaskRepository(Repository):
             .limit(limit)
         )
         return [task_from_row(row._mapping) for row in rows]
-
-    async def mark_queued(self, task_ids: Sequence[UUID], now: datetime) -> list[Task]:
-        """Mark delegated work not yet on the queue as queued; returns what was marked."""
-        if not task_ids:
-            return []
-        rows = await self.conn.execute(_MARK_QUEUED, {"task_ids": list(task_ids), "now": now})
-        return [task_from_row(row) for row in rows.mappings()]
 
     async def queued_work(self, limit: int = 10_000) -> list[Task]:
         """Work that should be on the queue: leaf tasks delegated, roots pending."""
