@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any, Literal, cast
@@ -17,6 +18,7 @@ from typing import Any, Literal, cast
 import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage, Storage
 from redis.asyncio.client import PubSub as RedisPubSubConnection
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -365,6 +367,13 @@ class RedisCache:
         await self._client.delete(keys.cache(self._prefix, key))
 
 
+@functools.cache
+def _driver_info() -> DriverInfo:
+    """What connections tell Redis about their client (CLIENT SETINFO), worked out once:
+    left to itself, redis-py reads its package metadata again for every new connection."""
+    return DriverInfo()
+
+
 class RedisBroker:
     kind: Literal["memory", "redis"] = "redis"
 
@@ -381,7 +390,10 @@ class RedisBroker:
         # A burst of more concurrent commands than connections waits for one (up to
         # `pool_timeout`) instead of failing at once with MaxConnectionsError.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            driver_info=_driver_info(),
         )
         self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it with the client
         self.queue = RedisWorkQueue(self.client, prefix)

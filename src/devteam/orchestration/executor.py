@@ -119,7 +119,7 @@ class Executor:
             PRIORITY_QUEUES,
             lambda: self.concurrency - len(self._running) - len(self._held) - self._reserved,
             asyncio.Event(),
-            self._start,
+            self._start_received,
         )
         self._plans = _Lane(
             "plans",
@@ -145,6 +145,7 @@ class Executor:
         if self._control is None:
             return
         metrics.EXECUTOR_SLOTS.labels("total").set(self.concurrency)
+        self._queue_drained = await self._nothing_queued()
         self.engine.local_runners.append(self)
         try:
             async with asyncio.TaskGroup() as group:
@@ -161,6 +162,14 @@ class Executor:
                 await self._control.close()
 
     # -- work started by transactions of this process (the engine's local runner) ---------
+
+    async def _nothing_queued(self) -> bool:
+        """No agent work waits on the queue now (else it goes first, in its order)."""
+        try:
+            depths = [await self.broker.queue.depth(queue) for queue in PRIORITY_QUEUES]
+        except Exception:
+            return False
+        return all(depth.ready == 0 for depth in depths)
 
     def claimable(self) -> int:
         if not self._receiving or not self._queue_drained or self._held:
@@ -252,6 +261,18 @@ class Executor:
                     await lane.dispatch([(WorkItem.decode(m.payload), m) for m in messages])
                 except Exception:
                     log.exception("dispatching work failed; its items will come back")
+
+    async def _start_received(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
+        """Start what was received, as far as there is room now; the rest goes back to the
+        queue, which keeps it in priority order (a slot may have been taken by work started
+        here while the receive waited)."""
+        room = self.concurrency - len(self._running) - len(self._held) - self._reserved
+        if room < len(batch):
+            batch = sorted(batch, key=lambda pair: -pair[0].priority)
+            batch, back = batch[: max(room, 0)], batch[max(room, 0) :]
+            await self._release([message for _, message in back])
+        if batch:
+            await self._start(batch)
 
     async def _start(self, batch: list[tuple[WorkItem, QueueMessage]]) -> None:
         """Start a batch of attempts in one transaction; hold what must wait."""

@@ -64,8 +64,11 @@ _PG_INCREMENT = (
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_EVENT_COLUMNS) + 1))})"
+    "SELECT id, task_id, subtask_id, seq, type, data::jsonb, ts, trace_id FROM unnest("
+    "$1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], "
+    "$7::timestamptz[], $8::text[]) AS e(id, task_id, subtask_id, seq, type, data, ts, trace_id)"
 )
+"""Every event of a transaction in one statement: each column one array parameter."""
 
 
 def _event(values: dict[str, Any]) -> Event:
@@ -131,10 +134,11 @@ class EventRepository(Repository):
                 values.append({**row, "type": item.type.value})
             appended[root] = events
         if postgres:
-            params_list = [
-                [json.dumps(v[c]) if c == "data" else v[c] for c in _EVENT_COLUMNS] for v in values
+            columns = [
+                [json.dumps(v["data"]) for v in values] if c == "data" else [v[c] for v in values]
+                for c in _EVENT_COLUMNS
             ]
-            call = driver.executemany(_PG_INSERT_EVENTS, params_list)
+            call = driver.execute(_PG_INSERT_EVENTS, *columns)
             await on_driver(self.conn, call, _PG_INSERT_EVENTS)
         else:
             await self.conn.execute(_INSERT_EVENTS, values)

@@ -253,9 +253,14 @@ _PG_TREES = (
     f"SELECT {_PG_TREE_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
 )
 _PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
-_PG_LOCK_TREES = (
-    "SELECT root_id, version FROM tasks WHERE root_id = ANY($1::uuid[]) "
-    "ORDER BY root_id, id FOR UPDATE"
+_PG_LOCK_ROOTS = "SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+_PG_LOCK_ROOTS_OF = (
+    "SELECT id FROM tasks WHERE id IN (SELECT root_id FROM tasks WHERE id = ANY($1::uuid[])) "
+    "ORDER BY id FOR UPDATE"
+)
+_PG_FINGERPRINTS = (
+    "SELECT root_id, count(*)::bigint, sum(version)::bigint FROM tasks "
+    "WHERE root_id = ANY($1::uuid[]) GROUP BY root_id"
 )
 _FINGERPRINTS = (
     sa.select(tasks.c.root_id, sa.func.count(), sa.func.sum(tasks.c.version))
@@ -391,19 +396,23 @@ class TaskRepository(Repository):
         return trees
 
     async def lock_trees(self, root_ids: Sequence[UUID]) -> dict[UUID, tuple[int, int]]:
-        """Lock every task under each root (Postgres; SQLite's writers take turns anyway) and
-        return each tree's fingerprint: (tasks, sum of their versions). Every change of a
-        task raises its version and tasks are only added, so a tree held in memory whose
-        fingerprint matches is the tree in the database."""
+        """Lock each root's tree and return its fingerprint: (tasks, sum of their versions).
+
+        Every change of a task raises its version and tasks are only added, so a tree held
+        in memory whose fingerprint matches is the tree in the database. On Postgres the
+        root rows are locked (in id order, so two transactions cannot deadlock): everything
+        that changes a tree's tasks locks its root first (the engine's transactions here,
+        `renew_leases`), and the fingerprint is read after the locks are held. SQLite's
+        writers take turns anyway.
+        """
         ordered = sorted(set(root_ids))
         if self.dialect == "postgresql":
             driver = await driver_connection(self.conn)
-            rows = await on_driver(self.conn, driver.fetch(_PG_LOCK_TREES, ordered), _PG_LOCK_TREES)
-            found: dict[UUID, tuple[int, int]] = {}
-            for root_id, version in rows:
-                count, total = found.get(root_id, (0, 0))
-                found[root_id] = (count + 1, total + version)
-            return found
+            await on_driver(self.conn, driver.fetch(_PG_LOCK_ROOTS, ordered), _PG_LOCK_ROOTS)
+            rows = await on_driver(
+                self.conn, driver.fetch(_PG_FINGERPRINTS, ordered), _PG_FINGERPRINTS
+            )
+            return {root_id: (int(count), int(total)) for root_id, count, total in rows}
         result = await self.conn.execute(_FINGERPRINTS, {"root_ids": ordered})
         return {root_id: (int(count), int(total)) for root_id, count, total in result}
 
@@ -444,9 +453,17 @@ class TaskRepository(Repository):
     async def renew_leases(
         self, owner: str, task_ids: Sequence[UUID], until: datetime
     ) -> set[UUID]:
-        """Extend the leases `owner` still holds; returns those ids."""
+        """Extend the leases `owner` still holds; returns those ids.
+
+        Their roots are locked first, as every change of a tree's tasks does (see
+        `lock_trees`).
+        """
         if not task_ids:
             return set()
+        if self.dialect == "postgresql":
+            driver = await driver_connection(self.conn)
+            ids = list(task_ids)
+            await on_driver(self.conn, driver.fetch(_PG_LOCK_ROOTS_OF, ids), _PG_LOCK_ROOTS_OF)
         rows = await self.conn.execute(
             _RENEW_LEASES, {"task_ids": list(task_ids), "owner": owner, "until": until}
         )
