@@ -171,6 +171,10 @@ class MemoryPubSub:
     def __init__(self) -> None:
         self._subscribers: dict[str, list[_MemorySubscription]] = {}
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
+
     async def publish(self, channel: str, message: bytes) -> None:
         # Handed on at the loop's next turn, like a message from Redis: the publisher
         # goes on at once (its next transaction overlaps the fan-out), and the

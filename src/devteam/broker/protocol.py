@@ -90,6 +90,10 @@ class PubSub(Protocol):
 
     async def publish(self, channel: str, message: bytes) -> None: ...
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (channel, message) pairs in this order, in one round trip."""
+        ...
+
     async def subscribe(self, channel: str, handler: MessageHandler) -> Subscription:
         """Returns once the subscription is live: later publishes reach `handler`."""
         ...

@@ -283,6 +283,16 @@ class RedisPubSub:
     async def publish(self, channel: str, message: bytes) -> None:
         await self._client.publish(self._channel(channel), message)
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if len(messages) == 1:
+            await self.publish(*messages[0])
+            return
+        if messages:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, message in messages:
+                    pipe.publish(self._channel(channel), message)
+                await pipe.execute()
+
     async def subscribe(self, channel: str, handler: MessageHandler) -> _RedisSubscription:
         subscription = _RedisSubscription(self, channel, handler)
         full = self._channel(channel)

@@ -42,11 +42,14 @@ class BrokerEffects:
         """Local listeners told at once when a slot frees (before pub/sub delivers)."""
 
     async def publish(self, events: dict[UUID, list[Event]]) -> None:
-        for root_id, root_events in events.items():
-            if root_events:
-                await self.broker.pubsub.publish(
-                    events_channel(root_id), encode_events(root_events)
-                )
+        """Each root's events on its channel, every root's in one round trip."""
+        await self.broker.pubsub.publish_many(
+            [
+                (events_channel(root_id), encode_events(root_events))
+                for root_id, root_events in events.items()
+                if root_events
+            ]
+        )
 
     async def flush(self, outbox: Outbox) -> None:
         if outbox.enqueue:

@@ -483,7 +483,7 @@ class Engine:
         )
         tree.put(updated)
         ctx.updated = updated
-        for rule in self.policy.for_transition(ctx.from_status, ctx.proposed):
+        for rule in self.policy.reactions(ctx.from_status, ctx.proposed):
             await rule.after_transition(ctx)
         return ctx
 
@@ -501,7 +501,7 @@ class Engine:
     async def _before(self, ctx: TransitionContext) -> None:
         while True:
             rewrites = ctx.rewrites
-            for rule in self.policy.for_transition(ctx.from_status, ctx.proposed):
+            for rule in self.policy.checks(ctx.from_status, ctx.proposed):
                 await rule.before_transition(ctx)
                 if ctx.settled or ctx.rewrites != rewrites:
                     break

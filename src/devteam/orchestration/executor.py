@@ -109,6 +109,9 @@ class Executor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._outcomes = GroupCommitter(engine)
+        self._acks: dict[str, list[str]] = {}
+        """Acknowledgements waiting to be sent together (see `_ack`)."""
+        self._acking: asyncio.Future[None] | None = None
         self._reserved = 0
         """Slots held for attempts a transaction in this process is starting."""
         self._queue_drained = False
@@ -547,10 +550,28 @@ class Executor:
         return task
 
     async def _ack(self, message: QueueMessage) -> None:
-        try:
-            await self.broker.queue.ack(message.queue, [message.id])
-        except Exception:
-            log.exception("acknowledging work failed; it will be delivered again")
+        """Acknowledge a work item whose outcome is committed.
+
+        Acknowledgements made in the same moment go together, one round trip per queue:
+        an item acknowledged late is only delivered again, and then dropped as stale.
+        """
+        self._acks.setdefault(message.queue, []).append(message.id)
+        if self._acking is None:
+            self._acking = asyncio.get_running_loop().create_future()
+            self._spawn(self._send_acks())
+        await asyncio.shield(self._acking)
+
+    async def _send_acks(self) -> None:
+        await asyncio.sleep(0)  # let the acknowledgements of this moment gather
+        acks, self._acks = self._acks, {}
+        done, self._acking = self._acking, None
+        for queue, ids in acks.items():
+            try:
+                await self.broker.queue.ack(queue, ids)
+            except Exception:
+                log.exception("acknowledging work failed; it will be delivered again")
+        if done is not None and not done.done():
+            done.set_result(None)
 
     async def _release(self, messages: Sequence[QueueMessage]) -> None:
         by_queue: dict[str, list[str]] = {}

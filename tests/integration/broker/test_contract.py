@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -161,6 +162,26 @@ async def test_pubsub_fans_out_to_every_subscriber(broker: Broker) -> None:
     await asyncio.wait_for(_until(lambda: len(got_b) == 3), 5)
     assert got_a == [b"1", b"2"]
     await sub_b.close()
+
+
+async def test_publish_many_delivers_each_message_in_order(broker: Broker) -> None:
+    got: dict[str, list[bytes]] = {"x": [], "y": []}
+    done = asyncio.Event()
+
+    def on(channel: str) -> Callable[[bytes], None]:
+        def handle(message: bytes) -> None:
+            got[channel].append(message)
+            if sum(len(v) for v in got.values()) == 4:
+                done.set()
+
+        return handle
+
+    await broker.pubsub.subscribe("x", on("x"))
+    await broker.pubsub.subscribe("y", on("y"))
+    await broker.pubsub.publish_many([("x", b"1"), ("y", b"a"), ("x", b"2"), ("y", b"b")])
+    await broker.pubsub.publish_many([])
+    await asyncio.wait_for(done.wait(), 5)
+    assert got == {"x": [b"1", b"2"], "y": [b"a", b"b"]}
 
 
 async def test_a_failing_handler_does_not_stop_the_others(broker: Broker) -> None:

@@ -373,6 +373,8 @@ class Policy:
         self.rules = list(rules)
         self._table: dict[tuple[Source, TaskStatus], tuple[Rule, ...]] = {}
         """The rules of each (from, to) pair, in policy order: worked out once."""
+        self._before: dict[tuple[Source, TaskStatus], tuple[Rule, ...]] = {}
+        self._after: dict[tuple[Source, TaskStatus], tuple[Rule, ...]] = {}
 
     def for_transition(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
         key = (from_status, to_status)
@@ -380,6 +382,32 @@ class Policy:
         if rules is None:
             rules = tuple(r for r in self.rules if r.applies(from_status, to_status))
             self._table[key] = rules
+        return rules
+
+    def checks(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
+        """The rules of the pair that look at a transition before it happens."""
+        key = (from_status, to_status)
+        rules = self._before.get(key)
+        if rules is None:
+            rules = tuple(
+                r
+                for r in self.for_transition(from_status, to_status)
+                if type(r).before_transition is not Rule.before_transition
+            )
+            self._before[key] = rules
+        return rules
+
+    def reactions(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
+        """The rules of the pair that react to a transition that happened."""
+        key = (from_status, to_status)
+        rules = self._after.get(key)
+        if rules is None:
+            rules = tuple(
+                r
+                for r in self.for_transition(from_status, to_status)
+                if type(r).after_transition is not Rule.after_transition
+            )
+            self._after[key] = rules
         return rules
 
     def without(self, rule_type: type[Rule]) -> Policy:

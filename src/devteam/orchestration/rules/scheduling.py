@@ -119,6 +119,16 @@ class RunningCounts:
     by_user: dict[UUID, int] = field(default_factory=dict)
     by_agent: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, rows: list[tuple[UUID, str | None, int]]) -> RunningCounts:
+        counts = cls(total=0)
+        for user, agent, n in rows:
+            counts.total += n
+            counts.by_user[user] = counts.by_user.get(user, 0) + n
+            if agent is not None:
+                counts.by_agent[agent] = counts.by_agent.get(agent, 0) + n
+        return counts
+
 
 class LimitConcurrency(TaskRule):
     """At most `concurrency.global` attempts run at once, and per user and agent type.
@@ -135,31 +145,28 @@ class LimitConcurrency(TaskRule):
         if ctx.tree.has_children(ctx.task.id):
             return  # a parent runs no agent of its own: it takes no slot
         config = ctx.config.concurrency
-        tasks = ctx.tx.tasks
         counts: RunningCounts | None = ctx.tx.memo.get("running")
         if counts is None:
-            await tasks.lock_starts()
-            counts = RunningCounts(total=await tasks.count_running())
+            await ctx.tx.tasks.lock_starts()
+            counts = RunningCounts.of(await ctx.tx.tasks.running_counts())
             ctx.tx.memo["running"] = counts
         if counts.total >= config.global_limit:
             self.delay(ctx, f"global limit: {counts.total} of {config.global_limit} running")
             return
         user = ctx.task.created_by
-        if user not in counts.by_user:
-            counts.by_user[user] = await tasks.count_running(created_by=user)
-        if counts.by_user[user] >= config.per_user:
-            self.delay(ctx, f"per-user limit: {counts.by_user[user]} of {config.per_user} running")
+        mine = counts.by_user.get(user, 0)
+        if mine >= config.per_user:
+            self.delay(ctx, f"per-user limit: {mine} of {config.per_user} running")
             return
         agent = ctx.task.agent_type
         limit = config.per_agent_type.get(agent) if agent else None
         if agent is not None and limit is not None:
-            if agent not in counts.by_agent:
-                counts.by_agent[agent] = await tasks.count_running(agent_type=agent)
-            if counts.by_agent[agent] >= limit:
-                self.delay(ctx, f"{agent} limit: {counts.by_agent[agent]} of {limit} running")
+            theirs = counts.by_agent.get(agent, 0)
+            if theirs >= limit:
+                self.delay(ctx, f"{agent} limit: {theirs} of {limit} running")
                 return
         # The last guard said yes: this start happens, so it counts from now on.
         counts.total += 1
-        counts.by_user[user] += 1
-        if agent is not None and agent in counts.by_agent:
-            counts.by_agent[agent] += 1
+        counts.by_user[user] = mine + 1
+        if agent is not None:
+            counts.by_agent[agent] = counts.by_agent.get(agent, 0) + 1

@@ -205,17 +205,11 @@ _ROOT_IDS = sa.select(tasks.c.id, tasks.c.root_id).where(
 )
 _START_LOCK_STATEMENT = sa.select(sa.func.pg_advisory_xact_lock(_START_LOCK))
 _RUNNING_NOW = (tasks.c.status.in_(_RUNNING), tasks.c.lease_owner.is_not(None))
-_COUNT_RUNNING = {
-    (by_owner, by_agent_type): sa.select(sa.func.count())
-    .select_from(tasks)
-    .where(
-        *_RUNNING_NOW,
-        *([tasks.c.created_by == sa.bindparam("created_by")] if by_owner else []),
-        *([tasks.c.agent_type == sa.bindparam("agent_type")] if by_agent_type else []),
-    )
-    for by_owner in (False, True)
-    for by_agent_type in (False, True)
-}
+_RUNNING_BY_OWNER_AND_AGENT = (
+    sa.select(tasks.c.created_by, tasks.c.agent_type, sa.func.count())
+    .where(*_RUNNING_NOW)
+    .group_by(tasks.c.created_by, tasks.c.agent_type)
+)
 _RENEW_LEASES = (
     sa.update(tasks)
     .where(
@@ -425,17 +419,11 @@ class TaskRepository(Repository):
         if self.dialect == "postgresql":
             await self.conn.execute(_START_LOCK_STATEMENT)
 
-    async def count_running(
-        self, *, created_by: UUID | None = None, agent_type: str | None = None
-    ) -> int:
-        """Agent attempts running now (they hold a lease)."""
-        query = _COUNT_RUNNING[created_by is not None, agent_type is not None]
-        params: dict[str, Any] = {}
-        if created_by is not None:
-            params["created_by"] = created_by
-        if agent_type is not None:
-            params["agent_type"] = agent_type
-        return int(await self.conn.scalar(query, params) or 0)
+    async def running_counts(self) -> list[tuple[UUID, str | None, int]]:
+        """Agent attempts running now (they hold a lease), per (user, agent type): every
+        count the concurrency limits need, in one statement."""
+        rows = await self.conn.execute(_RUNNING_BY_OWNER_AND_AGENT)
+        return [(created_by, agent_type, int(n)) for created_by, agent_type, n in rows]
 
     async def running_by_agent_type(self) -> dict[str, int]:
         """Agent attempts running now (they hold a lease), per agent type."""
