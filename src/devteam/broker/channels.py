@@ -11,6 +11,8 @@ import json
 from typing import Any
 from uuid import UUID
 
+from pydantic import TypeAdapter
+
 from devteam.domain.events import Event
 
 CONTROL_CHANNEL = "control"
@@ -21,12 +23,15 @@ def events_channel(root_id: UUID) -> str:
     return f"events.{root_id}"
 
 
+_EVENTS = TypeAdapter(list[Event])
+
+
 def encode_events(events: list[Event]) -> bytes:
-    return json.dumps([e.model_dump(mode="json") for e in events]).encode()
+    return _EVENTS.dump_json(events)
 
 
 def decode_events(raw: bytes) -> list[Event]:
-    return [Event.model_validate(e) for e in json.loads(raw)]
+    return _EVENTS.validate_json(raw)
 
 
 def encode_control(kind: str, **data: Any) -> bytes:

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+PLAN_CHUNK = 200
+"""Tasks (roots and the subtasks of their plans) written in one planning transaction."""
+
 # pydantic-ai is imported when the planner asks an LLM: with none configured, the
 # service starts without loading the LLM stack.
 
@@ -468,6 +471,7 @@ class Planning:
             "lease_expires_at": now + timedelta(seconds=config.leases.duration_s),
         }
         requests = []
+        sizes = []
         for item in items:
             request = TransitionRequest(
                 item.task_id, TaskStatus.PLANNING, updates=dict(lease), expect_attempt=item.attempt
@@ -486,7 +490,21 @@ class Planning:
                     if outcome is not None:
                         request.then = [plan_requests(root, outcome, now)]
             requests.append(request)
-        return await self.engine.transition_many(requests, root_ids=[i.root_id for i in items])
+            sizes.append(1 + sum(len(r.creates) for r in request.then))
+        # In transactions of about PLAN_CHUNK tasks: the first plans' work starts (and runs)
+        # while the next ones are written.
+        results: list[TransitionResult] = []
+        start = 0
+        while start < len(requests):
+            end, size = start, 0
+            while end < len(requests) and (end == start or size + sizes[end] <= PLAN_CHUNK):
+                size += sizes[end]
+                end += 1
+            results += await self.engine.transition_many(
+                requests[start:end], root_ids=[i.root_id for i in items[start:end]]
+            )
+            start = end
+        return results
 
     async def with_llm(self, root: Task, stop_reason: Callable[[], StopReason | None]) -> None:
         """Plan `root` with the LLM and insert the plan; `stop_reason` says why, if this was

@@ -105,6 +105,30 @@ def task_from_row(row: RowMapping | Mapping[str, Any]) -> Task:
     return trusted(Task, values, set(_TASK_FIELDS))
 
 
+_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "error": ("error_code", "error_message"),
+    "usage": (
+        "usage_requests",
+        "usage_input_tokens",
+        "usage_output_tokens",
+        "usage_tool_calls",
+        "cost_usd",
+    ),
+}
+"""The columns of a task's fields whose column is not of the field's name."""
+
+
+def _changed_columns(before: Task, after: Task) -> tuple[str, ...]:
+    """The columns to write for `after`, read as `before`: fields not the same object (a
+    changed task is a copy that shares what did not change) and not equal."""
+    old, new = before.__dict__, after.__dict__
+    columns: set[str] = set()
+    for field, value in new.items():
+        if value is not old[field] and value != old[field]:
+            columns.update(_FIELD_COLUMNS.get(field, (field,)))
+    return tuple(sorted(columns))
+
+
 def _budget(stored: dict[str, Any]) -> Budget:
     max_cost_usd = stored.get("max_cost_usd")
     timeout_s = stored.get("timeout_s")
@@ -555,10 +579,10 @@ class TaskRepository(Repository):
         # Per set of changed columns: (new values, id, version read) of each row.
         groups: dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]] = {}
         for before, after in changes:
-            old, new = task_to_row(before), task_to_row(after)
-            changed = tuple(sorted(k for k, v in new.items() if old[k] != v))
+            changed = _changed_columns(before, after)
             if not changed:
                 continue
+            new = task_to_row(after)
             groups.setdefault(changed, []).append(
                 ({k: new[k] for k in changed}, before.id, before.version)
             )
