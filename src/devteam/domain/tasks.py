@@ -235,7 +235,9 @@ class Usage(BaseModel):
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
+        # Sums of valid usages are valid: built without validation (this is on every
+        # transition that records an attempt's usage).
+        return Usage.model_construct(
             requests=self.requests + other.requests,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,

@@ -8,7 +8,7 @@ user types becomes a label.
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
@@ -121,6 +121,20 @@ RETENTION_PURGED = Counter(
     "devteam_retention_purged_total", "Rows deleted by the retention purge", ["kind"]
 )
 RETENTION_RUNS = Counter("devteam_retention_runs_total", "Retention purge runs", ["outcome"])
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def series(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, looked up once: the orchestration's hot path records
+    several series per transition, and every label set here is bounded."""
+    key = (id(metric), labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return cast(M, child)
 
 
 def export_at_zero(counter: Counter, label_sets: Iterable[Sequence[str]]) -> None:

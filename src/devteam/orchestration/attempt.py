@@ -114,7 +114,7 @@ async def run_attempt(
     ):
         agent = agents.get(task.agent_type) if task.agent_type else None
         context = ExecutionContext(engine, task, inputs.dependencies)
-        metrics.TASKS_IN_PROGRESS.labels(agent_label).inc()
+        metrics.series(metrics.TASKS_IN_PROGRESS, agent_label).inc()
         timeout = inputs.timeout_s
         try:
             if running.stop_reason is not None:
@@ -151,7 +151,7 @@ async def run_attempt(
                 task, ErrorCode.AGENT_ERROR, f"{type(exc).__name__}: {exc}", context.usage
             )
         finally:
-            metrics.TASKS_IN_PROGRESS.labels(agent_label).dec()
+            metrics.series(metrics.TASKS_IN_PROGRESS, agent_label).dec()
 
 
 def completed(task: Task, result: TaskResult, usage: Usage) -> TransitionRequest:

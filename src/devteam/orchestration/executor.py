@@ -450,8 +450,8 @@ class Executor:
         else:
             # Leave the item unacknowledged: the lease runs out and it is retried.
             return
-        metrics.AGENT_EXECUTIONS.labels(agent, outcome.to.value).inc()
-        metrics.AGENT_DURATION.labels(agent).observe(elapsed)
+        metrics.series(metrics.AGENT_EXECUTIONS, agent, outcome.to.value).inc()
+        metrics.series(metrics.AGENT_DURATION, agent).observe(elapsed)
         if running.message is not None:
             await self._ack(running.message)
 
@@ -586,4 +586,4 @@ class Executor:
         await self._release(held)
 
     def _update_slots(self) -> None:
-        metrics.EXECUTOR_SLOTS.labels("busy").set(len(self._running))
+        metrics.series(metrics.EXECUTOR_SLOTS, "busy").set(len(self._running))

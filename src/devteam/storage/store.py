@@ -96,5 +96,9 @@ class Store:
     async def ping(self) -> None:
         await self.db.ping()
 
+    async def warm(self) -> None:
+        """Open the connection pool's connections now (see `Database.warm`)."""
+        await self.db.warm()
+
     async def close(self) -> None:
         await self.db.close()

@@ -200,16 +200,18 @@ class CountTransitions(BookkeepingRule):
         budget = ctx.event_data.get("budget") if to_status == S.FAILED else None
 
         def record() -> None:
-            metrics.TASK_TRANSITIONS.labels(from_status.value, to_status.value).inc()
+            metrics.series(metrics.TASK_TRANSITIONS, from_status.value, to_status.value).inc()
             for rule, decision in decisions:
-                metrics.RULE_DECISIONS.labels(rule, decision).inc()
+                metrics.series(metrics.RULE_DECISIONS, rule, decision).inc()
             if from_status == S.IN_PROGRESS and to_status == S.DELEGATED:
-                metrics.TASK_RETRIES.labels(agent).inc()
+                metrics.series(metrics.TASK_RETRIES, agent).inc()
             if queued_wait is not None:
-                metrics.QUEUE_WAIT.labels(agent).observe(max(queued_wait, 0.0))
+                metrics.series(metrics.QUEUE_WAIT, agent).observe(max(queued_wait, 0.0))
             if duration is not None:
-                metrics.TASK_DURATION.labels(agent, to_status.value).observe(max(duration, 0.0))
+                metrics.series(metrics.TASK_DURATION, agent, to_status.value).observe(
+                    max(duration, 0.0)
+                )
             if budget is not None:
-                metrics.BUDGETS_EXCEEDED.labels(budget).inc()
+                metrics.series(metrics.BUDGETS_EXCEEDED, budget).inc()
 
         ctx.outbox.callbacks.append(record)
