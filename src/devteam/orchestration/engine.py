@@ -17,6 +17,7 @@ Beside status changes the engine writes two kinds of bookkeeping: lease renewals
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +48,8 @@ log = get_logger(__name__)
 
 MAX_REWRITES = 5
 MAX_CASCADE = 2_000
+CREATION_BATCH = 200
+"""Roots written in one creating transaction at most."""
 TREES_KEPT = 2_000
 """Trees of unfinished roots held in memory between transactions (least recently used go)."""
 
@@ -69,6 +72,27 @@ class TransitionResult:
     @property
     def status(self) -> TaskStatus:
         return self.task.status
+
+
+@dataclass(slots=True)
+class _Creation:
+    root: Task
+    audit: NewAuditEntry | None
+    done: asyncio.Future[tuple[Task, list[Event]]]
+
+
+def _settle(
+    done: asyncio.Future[tuple[Task, list[Event]]],
+    *,
+    result: tuple[Task, list[Event]] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    elif result is not None:
+        done.set_result(result)
 
 
 class LocalRunner(Protocol):
@@ -128,6 +152,9 @@ class Engine:
         self.local_runners: list[LocalRunner] = []
         """Executors of this process, which start ready work in the transaction that makes
         it ready when they have room."""
+        self._creations: list[_Creation] = []
+        """Roots waiting to be created (see `create_root`)."""
+        self._creating: asyncio.Task[None] | None = None
         self._trees: OrderedDict[UUID, Tree] = OrderedDict()
         """Trees as this process last committed them (see `_load_trees`)."""
         # Last delay reason per task: a delay repeated for the same reason is not
@@ -212,33 +239,81 @@ class Engine:
     ) -> tuple[Task, list[Event]]:
         """Create a root task: its transition from nothing to `pending`, through the policy.
 
-        Written with its first events (and `audit`, the entry of its creation) in one
-        statement, one round trip, when there is no `within`; `within` runs in the
-        creating transaction otherwise.
+        Written with its first events and `audit` (the entry of its creation). Roots
+        created at the same moment are written together, in one transaction (a root
+        alone: in one statement, one round trip, on Postgres); with `within`, which runs
+        in the creating transaction, a root is written by itself.
         """
+        if within is not None:
+            ((created, appended),) = await self._create([(root, audit)], within)
+            return created, appended
+        pending = _Creation(root, audit, asyncio.get_running_loop().create_future())
+        self._creations.append(pending)
+        if self._creating is None or self._creating.done():
+            self._creating = asyncio.create_task(self._create_waiting(), name="create-roots")
+        return await asyncio.shield(pending.done)
+
+    async def _create_waiting(self) -> None:
+        """Write the roots waiting to be created, as many as arrived, batch after batch."""
+        while self._creations:
+            batch = self._creations[:CREATION_BATCH]
+            del self._creations[: len(batch)]
+            try:
+                results = await self._create([(c.root, c.audit) for c in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0].done, error=exc)
+                    continue
+                # One bad root must not sink the others: write them one by one.
+                for creation in batch:
+                    try:
+                        (result,) = await self._create([(creation.root, creation.audit)])
+                    except Exception as one:
+                        _settle(creation.done, error=one)
+                    else:
+                        _settle(creation.done, result=result)
+                continue
+            for creation, result in zip(batch, results, strict=True):
+                _settle(creation.done, result=result)
+
+    async def _create(
+        self,
+        roots: Sequence[tuple[Task, NewAuditEntry | None]],
+        within: Within | None = None,
+    ) -> list[tuple[Task, list[Event]]]:
         outbox = Outbox()
-        events: list[NewEvent] = []
+        one_statement = len(roots) == 1 and within is None
         session: AbstractAsyncContextManager[UnitOfWork] = (
-            self.store.write_statement() if within is None else self.store.transaction()
+            self.store.write_statement() if one_statement else self.store.transaction()
         )
+        made: list[tuple[Tree, list[NewEvent], NewAuditEntry | None]] = []
         async with session as tx:
-            tree = Tree([root])
-            tree.created[root.id] = None
-            request = TransitionRequest.create(root)
-            result = await self._run(tx, tree, request, self.config(), outbox, events)
-            if not result.accepted:
-                raise RuntimeError(f"the rules refused to create a task: {result.reason}")
-            if tree.changes() or len(tree.created) != 1:
-                raise RuntimeError("creating a root task may not change or create other tasks")
-            created = tree.root
-            appended = await tx.events.insert_root(created, events, audit=audit)
+            config = self.config()
+            for root, audit in roots:
+                tree = Tree([root])
+                tree.created[root.id] = None
+                events: list[NewEvent] = []
+                result = await self._run(
+                    tx, tree, TransitionRequest.create(root), config, outbox, events
+                )
+                if not result.accepted:
+                    raise RuntimeError(f"the rules refused to create a task: {result.reason}")
+                if tree.changes() or len(tree.created) != 1:
+                    raise RuntimeError("creating a root task may not change or create other tasks")
+                made.append((tree, events, audit))
+            appended = await tx.events.insert_roots(
+                [(tree.root, events, audit) for tree, events, audit in made]
+            )
             if within is not None:
-                await within(tx, created)
-        tree.mark_written()
-        self._keep({created.id: tree})
-        await self.effects.publish({created.id: appended})
+                await within(tx, made[0][0].root)
+        for tree, _, _ in made:
+            tree.mark_written()
+        await self.effects.publish(
+            {tree.root.id: events for (tree, _, _), events in zip(made, appended, strict=True)}
+        )
         await self.effects.flush(outbox)
-        return created, appended
+        self._keep({tree.root.id: tree for tree, _, _ in made})
+        return [(tree.root, events) for (tree, _, _), events in zip(made, appended, strict=True)]
 
     async def requeue(self, tasks: Iterable[Task]) -> list[TransitionResult]:
         """Put delegated work back on the queue (a retry whose back-off ended, work lost with

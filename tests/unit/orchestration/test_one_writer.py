@@ -19,6 +19,7 @@ TASK_WRITES = {
     ("tasks", "write_changes"),
     ("tasks", "renew_leases"),
     ("events", "insert_root"),
+    ("events", "insert_roots"),
     ("events", "append_many"),
     ("events", "append"),
 }
@@ -84,7 +85,7 @@ def test_the_engine_writes_task_rows() -> None:
     """The check above looks for the right calls: the engine makes them."""
     (engine,) = [tree for module, tree in _modules() if module in WRITERS]
     found = {w.split(" ")[0] for w in _repository_writes(engine)}
-    assert {"tasks.insert_many", "tasks.write_changes", "events.insert_root"} <= found
+    assert {"tasks.insert_many", "tasks.write_changes", "events.insert_roots"} <= found
 
 
 def test_no_statement_on_the_tasks_table_outside_storage() -> None:

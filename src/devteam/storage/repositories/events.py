@@ -91,9 +91,8 @@ class EventRepository(Repository):
         counts = {root: len(items) for root, items in new.items() if items}
         if not counts:
             return {}
-        postgres = self.dialect == "postgresql"
         rows: Iterable[Any]
-        if postgres:
+        if self.dialect == "postgresql":
             driver = await driver_connection(self.conn)
             call = driver.fetch(_PG_INCREMENT, list(counts), list(counts.values()))
             rows = await on_driver(self.conn, call, _PG_INCREMENT)
@@ -133,16 +132,61 @@ class EventRepository(Repository):
                 events.append(_event(row))
                 values.append({**row, "type": item.type.value})
             appended[root] = events
-        if postgres:
+        await self._insert(values)
+        return appended
+
+    async def _insert(self, values: list[dict[str, Any]]) -> None:
+        """Insert event rows (`type` as its value) in one statement."""
+        if not values:
+            return
+        if self.dialect == "postgresql":
             columns = [
                 [json.dumps(v["data"]) for v in values] if c == "data" else [v[c] for v in values]
                 for c in _EVENT_COLUMNS
             ]
+            driver = await driver_connection(self.conn)
             call = driver.execute(_PG_INSERT_EVENTS, *columns)
             await on_driver(self.conn, call, _PG_INSERT_EVENTS)
         else:
             await self.conn.execute(_INSERT_EVENTS, values)
-        return appended
+
+    async def insert_roots(
+        self, roots: Sequence[tuple[Task, Sequence[NewEvent], NewAuditEntry | None]]
+    ) -> list[list[Event]]:
+        """`insert_root` for several new roots at once: their rows, their first events and
+        their audit entries in a few statements (one root alone: in one, on Postgres)."""
+        if len(roots) == 1:
+            root, first, audit = roots[0]
+            return [await self.insert_root(root, first, audit=audit)]
+        now = utcnow()
+        task_rows: list[dict[str, Any]] = []
+        values: list[dict[str, Any]] = []
+        made: list[list[Event]] = []
+        for root, first, _ in roots:
+            trace_id = trace_id_of(root.trace_parent)
+            events = []
+            for i, item in enumerate(first):
+                row = {
+                    "id": uuid.uuid4(),
+                    "task_id": root.id,
+                    "subtask_id": item.subtask_id,
+                    "seq": i + 1,
+                    "type": item.type,
+                    "data": item.data,
+                    "ts": now,
+                    "trace_id": trace_id,
+                }
+                events.append(_event(row))
+                values.append({**row, "type": item.type.value})
+            made.append(events)
+            task_rows.append({**task_to_row(root), "event_seq": len(events)})
+        await self.conn.execute(_INSERT_TASK, task_rows)
+        await self._insert(values)
+        auditor = AuditRepository(self.conn)
+        for _, _, audit in roots:
+            if audit is not None:
+                await auditor.append(audit)
+        return made
 
     async def insert_root(
         self, root: Task, first: Sequence[NewEvent], *, audit: NewAuditEntry | None = None
