@@ -18,6 +18,7 @@ from devteam.domain.agents import Agent
 from devteam.domain.enums import AgentType, Role, TaskStatus
 from devteam.domain.tasks import Task, TaskRequest
 from devteam.domain.users import User
+from devteam.heap import settle_heap
 from devteam.orchestration.team_leader import TeamLeader
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Database, Store
@@ -56,6 +57,8 @@ async def running_leader(
     async with store.transaction() as tx:
         user = await tx.users.create(f"bench-{uuid.uuid4().hex[:8]}", "-", Role.DEVELOPER)
     leader = TeamLeader(store=store, broker=broker, config=rules(global_limit), agents=agents)
+    # The collector as `devteam serve` and `devteam worker` set it after start-up.
+    settle_heap()
     if start:
         await leader.start(concurrency=global_limit)
     try:

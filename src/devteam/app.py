@@ -42,7 +42,6 @@ from devteam.domain.enums import AgentType
 from devteam.observability import tracing
 from devteam.observability.logging import get_logger
 from devteam.observability.metrics import BUILD_INFO, HTTP_IN_FLIGHT, observe_http
-from devteam.runtime import tune_gc
 from devteam.security.tokens import configured_signing_keys
 from devteam.services import Services, open_services
 from devteam.settings import AppConfig, Settings, load_config
@@ -118,7 +117,6 @@ def create_app(
             settings, app_config, executors=executors, agents=agents
         ) as services:
             app.state.services = services
-            tune_gc()
             app.state.hub = EventHub(services.broker)
             app.state.ws_connections = websocket.Connections()
             dispatcher = await start_webhook_dispatcher(services)

@@ -39,7 +39,6 @@ from devteam.orchestration.planning import Planner, violations
 from devteam.orchestration.policy import default_policy
 from devteam.orchestration.recovery import Sweeper
 from devteam.orchestration.rules.base import Policy, TransitionRequest
-from devteam.runtime import tune_gc
 from devteam.settings import load_yaml_model
 from devteam.settings.team_leader import TeamLeaderConfig
 from devteam.storage import Store, UnitOfWork
@@ -192,7 +191,6 @@ class TeamLeader:
     async def start(self, *, executors: int = 1, concurrency: int | None = None) -> None:
         """Run `executors` executors and the sweeper in this process."""
         limit = concurrency or self._config.concurrency.global_limit
-        tune_gc()
         try:
             await self.store.warm()
         except Exception as exc:  # the work loops wait out an outage by themselves
