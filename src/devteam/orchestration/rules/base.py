@@ -386,28 +386,29 @@ class Policy:
 
     def checks(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
         """The rules of the pair that look at a transition before it happens."""
-        key = (from_status, to_status)
-        rules = self._before.get(key)
-        if rules is None:
-            rules = tuple(
-                r
-                for r in self.for_transition(from_status, to_status)
-                if type(r).before_transition is not Rule.before_transition
-            )
-            self._before[key] = rules
-        return rules
+        return self._implementing("before_transition", self._before, from_status, to_status)
 
     def reactions(self, from_status: Source, to_status: TaskStatus) -> tuple[Rule, ...]:
         """The rules of the pair that react to a transition that happened."""
+        return self._implementing("after_transition", self._after, from_status, to_status)
+
+    def _implementing(
+        self,
+        hook: str,
+        table: dict[tuple[Source, TaskStatus], tuple[Rule, ...]],
+        from_status: Source,
+        to_status: TaskStatus,
+    ) -> tuple[Rule, ...]:
+        """The rules of the pair whose class implements `hook` (others have nothing to do)."""
         key = (from_status, to_status)
-        rules = self._after.get(key)
+        rules = table.get(key)
         if rules is None:
             rules = tuple(
                 r
                 for r in self.for_transition(from_status, to_status)
-                if type(r).after_transition is not Rule.after_transition
+                if getattr(type(r), hook) is not getattr(Rule, hook)
             )
-            self._after[key] = rules
+            table[key] = rules
         return rules
 
     def without(self, rule_type: type[Rule]) -> Policy:

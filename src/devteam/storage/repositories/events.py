@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -75,6 +76,22 @@ def _event(values: dict[str, Any]) -> Event:
     return trusted(Event, values, set(_EVENT_FIELDS))
 
 
+def _new_row(
+    root_id: UUID, item: NewEvent, seq: int, now: datetime, trace_id: str | None
+) -> dict[str, Any]:
+    """The stored values of `item` as event `seq` of `root_id` (`type` as the enum)."""
+    return {
+        "id": uuid.uuid4(),
+        "task_id": root_id,
+        "subtask_id": item.subtask_id,
+        "seq": seq,
+        "type": item.type,
+        "data": item.data,
+        "ts": now,
+        "trace_id": trace_id,
+    }
+
+
 class EventRepository(Repository):
     async def append(self, root_id: UUID, new: Sequence[NewEvent]) -> list[Event]:
         """Append `new` to the history of `root_id` and return them with their `seq`."""
@@ -119,16 +136,7 @@ class EventRepository(Repository):
             trace_id = traces[root]
             events = []
             for i, item in enumerate(items):
-                row = {
-                    "id": uuid.uuid4(),
-                    "task_id": root,
-                    "subtask_id": item.subtask_id,
-                    "seq": first + i,
-                    "type": item.type,
-                    "data": item.data,
-                    "ts": now,
-                    "trace_id": trace_id,
-                }
+                row = _new_row(root, item, first + i, now, trace_id)
                 events.append(_event(row))
                 values.append({**row, "type": item.type.value})
             appended[root] = events
@@ -166,16 +174,7 @@ class EventRepository(Repository):
             trace_id = trace_id_of(root.trace_parent)
             events = []
             for i, item in enumerate(first):
-                row = {
-                    "id": uuid.uuid4(),
-                    "task_id": root.id,
-                    "subtask_id": item.subtask_id,
-                    "seq": i + 1,
-                    "type": item.type,
-                    "data": item.data,
-                    "ts": now,
-                    "trace_id": trace_id,
-                }
+                row = _new_row(root.id, item, i + 1, now, trace_id)
                 events.append(_event(row))
                 values.append({**row, "type": item.type.value})
             made.append(events)
@@ -201,19 +200,7 @@ class EventRepository(Repository):
         now = utcnow()
         trace_id = trace_id_of(root.trace_parent)
         events = [
-            _event(
-                {
-                    "id": uuid.uuid4(),
-                    "task_id": root.id,
-                    "subtask_id": item.subtask_id,
-                    "seq": i + 1,
-                    "type": item.type,
-                    "data": item.data,
-                    "ts": now,
-                    "trace_id": trace_id,
-                }
-            )
-            for i, item in enumerate(first)
+            _event(_new_row(root.id, item, i + 1, now, trace_id)) for i, item in enumerate(first)
         ]
         task_row = {**task_to_row(root), "event_seq": len(events)}
         values = [
