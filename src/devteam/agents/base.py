@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -131,11 +131,15 @@ class BaseAgent(ABC, Generic[OutputT]):
             )
         if spec.max_tokens is not None and spec.max_tokens <= 0:
             raise AgentFailed(
-                ErrorCode.BUDGET_EXCEEDED, "token budget exhausted: no tokens left for this task"
+                ErrorCode.BUDGET_EXCEEDED,
+                "token budget exhausted: no tokens left for this task",
+                budget="tokens",
             )
         if spec.max_cost_usd is not None and spec.max_cost_usd <= 0:
             raise AgentFailed(
-                ErrorCode.BUDGET_EXCEEDED, "cost budget exhausted: nothing left to spend"
+                ErrorCode.BUDGET_EXCEEDED,
+                "cost budget exhausted: nothing left to spend",
+                budget="cost",
             )
 
     async def ask(
@@ -233,12 +237,14 @@ class BaseAgent(ABC, Generic[OutputT]):
                 ErrorCode.BUDGET_EXCEEDED,
                 f"token budget exceeded: this attempt used {used.total_tokens} tokens "
                 f"and the task's budget had {spec.max_tokens} left",
+                budget="tokens",
             )
         if spec.max_cost_usd is not None and used.cost_usd > spec.max_cost_usd:
             return AgentFailed(
                 ErrorCode.BUDGET_EXCEEDED,
                 f"cost budget exceeded: this attempt spent ${used.cost_usd:.4f} "
                 f"and the task's budget had ${spec.max_cost_usd:.4f} left",
+                budget="cost",
             )
         if "request_limit" in exc.message:
             return AgentFailed(
@@ -252,7 +258,9 @@ class BaseAgent(ABC, Generic[OutputT]):
                 f"no answer after {own.max_tool_calls} tool calls "
                 f"(limits.{self.agent_type}.max_tool_calls in agents.yaml)",
             )
-        return AgentFailed(ErrorCode.BUDGET_EXCEEDED, _short(exc.message))
+        # The task's budgets are the only token and cost limits set (see `_usage_limits`).
+        budget: Literal["tokens", "cost"] = "tokens" if spec.max_tokens is not None else "cost"
+        return AgentFailed(ErrorCode.BUDGET_EXCEEDED, _short(exc.message), budget=budget)
 
 
 def _short(text: str) -> str:

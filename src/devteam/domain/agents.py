@@ -8,7 +8,7 @@ without it knowing their internals.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from devteam.domain.enums import AgentType
@@ -67,8 +67,11 @@ class AgentFailed(DevTeamError):
         *,
         usage: Usage | None = None,
         task_id: UUID | None = None,
+        budget: Literal["tokens", "cost"] | None = None,
     ) -> None:
         super().__init__(message)
         self.error_code = str(code)
         self.usage = usage or Usage()
         self.task_id = task_id
+        self.budget = budget
+        """Which budget of the task stopped the attempt (`budget_exceeded`), if one did."""

@@ -144,7 +144,10 @@ async def run_attempt(
             )
         except AgentFailed as exc:
             usage = exc.usage if exc.usage != Usage() else context.usage
-            return failed(task, exc.error_code, exc.message, usage)
+            outcome = failed(task, exc.error_code, exc.message, usage)
+            if exc.budget is not None:
+                outcome.event_data["budget"] = exc.budget
+            return outcome
         except Exception as exc:
             log.exception("agent failed")
             return failed(
