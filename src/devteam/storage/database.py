@@ -59,9 +59,7 @@ class Database:
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = NullPool
         else:
-            # Last in, first out: a quiet service keeps using the few connections that are
-            # warm (their prepared statements made), rather than cycling through all.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
         if self.dialect == "sqlite":
@@ -96,13 +94,13 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = await driver_connection(conn)
-            await on_driver(conn, driver.execute("BEGIN"), "BEGIN")
+            await _unless_cancelled(conn, driver, "BEGIN")
             try:
                 yield conn
             except BaseException:
                 await _rollback(conn, driver)
                 raise
-            await on_driver(conn, driver.execute("COMMIT"), "COMMIT")
+            await _unless_cancelled(conn, driver, "COMMIT")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -178,6 +176,13 @@ async def on_driver(conn: AsyncConnection, call: Awaitable[T], statement: str) -
     finds closed is invalidated, so the pool replaces it."""
     try:
         return await call
+    except asyncpg.InternalClientError:
+        # The protocol is stuck mid-operation: the server ended the connection (an
+        # error still being read when the socket closed). Closed now, it is handled as
+        # the lost connection it is.
+        (await driver_connection(conn)).terminate()
+        await conn.exec_driver_sql("SELECT 1")
+        raise
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         if _driver_closed(conn):
             # A lost connection goes through SQLAlchemy's own handling, which replaces
@@ -210,12 +215,30 @@ def _driver_closed(conn: AsyncConnection) -> bool:
     return raw is None or raw.driver_connection is None or raw.driver_connection.is_closed()
 
 
+async def _unless_cancelled(conn: AsyncConnection, driver: Any, statement: str) -> None:
+    """Run BEGIN or COMMIT; cancelled midway, the server may or may not have run it, so
+    the connection is closed at once rather than handed out again in an unknown state."""
+    try:
+        await on_driver(conn, driver.execute(statement), statement)
+    except asyncio.CancelledError:
+        driver.terminate()
+        raise
+
+
 async def _rollback(conn: AsyncConnection, driver: Any) -> None:
-    """Roll back the driver-level transaction of `conn`, unless its connection is gone."""
+    """Roll back the driver-level transaction of `conn`, unless its connection is gone.
+
+    Not shielded: the connection goes back to the pool only once the rollback is done
+    (a shielded rollback still running when a cancelled caller returned it collided
+    with its next user). Cancelled or failed midway, the connection is closed.
+    """
     if conn.invalidated or driver.is_closed():
         return
     try:
-        await asyncio.shield(driver.execute("ROLLBACK"))
+        await driver.execute("ROLLBACK")
+    except asyncio.CancelledError:
+        driver.terminate()
+        raise
     except Exception:
         # The connection is in no known state: never hand it out again.
         await conn.invalidate()
