@@ -59,7 +59,9 @@ class Database:
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = NullPool
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # Last in, first out: a quiet service keeps using the few connections that are
+            # warm (their statements prepared), rather than cycling through all of them.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock()
         if self.dialect == "sqlite":
@@ -221,7 +223,7 @@ async def _unless_cancelled(conn: AsyncConnection, driver: Any, statement: str) 
     try:
         await on_driver(conn, driver.execute(statement), statement)
     except asyncio.CancelledError:
-        driver.terminate()
+        await _discard(conn, driver)
         raise
 
 
@@ -237,10 +239,17 @@ async def _rollback(conn: AsyncConnection, driver: Any) -> None:
     try:
         await driver.execute("ROLLBACK")
     except asyncio.CancelledError:
-        driver.terminate()
+        await _discard(conn, driver)
         raise
     except Exception:
         # The connection is in no known state: never hand it out again.
+        await conn.invalidate()
+
+
+async def _discard(conn: AsyncConnection, driver: Any) -> None:
+    """Close a connection left in an unknown state and take it out of the pool."""
+    driver.terminate()
+    with contextlib.suppress(Exception):
         await conn.invalidate()
 
 
