@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 TRACER_NAME = "devteam"
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C `traceparent`; its one group is the trace id (also a Postgres regular expression:
+the event rows' trace ids are cut out of it in SQL)."""
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 _enabled = False
 _provider: Any = None

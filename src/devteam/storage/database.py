@@ -35,6 +35,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from devteam.storage.sqlite import one_call_dbapi
+
 _IMMEDIATE = "devteam_immediate"
 _NO_TRANSACTION = "devteam_no_transaction"
 
@@ -56,6 +58,7 @@ class Database:
             if database and database != ":memory:":
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
+            kwargs["module"] = one_call_dbapi()
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = NullPool
         else:

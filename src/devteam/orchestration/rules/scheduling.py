@@ -147,8 +147,7 @@ class LimitConcurrency(TaskRule):
         config = ctx.config.concurrency
         counts: RunningCounts | None = ctx.tx.memo.get("running")
         if counts is None:
-            await ctx.tx.tasks.lock_starts()
-            counts = RunningCounts.of(await ctx.tx.tasks.running_counts())
+            counts = RunningCounts.of(await ctx.tx.tasks.lock_starts())
             ctx.tx.memo["running"] = counts
         if counts.total >= config.global_limit:
             self.delay(ctx, f"global limit: {counts.total} of {config.global_limit} running")

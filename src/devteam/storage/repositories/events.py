@@ -18,7 +18,7 @@ from devteam.domain.audit import NewAuditEntry
 from devteam.domain.errors import NotFound
 from devteam.domain.events import Event, NewEvent
 from devteam.domain.tasks import Task
-from devteam.observability.tracing import trace_id_of
+from devteam.observability.tracing import TRACEPARENT_PATTERN, trace_id_of
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
@@ -57,11 +57,23 @@ def _increment_statement(roots: int) -> sa.Update:
 
 # On Postgres, through the driver (see `driver_connection`): the counters of any number
 # of roots in one statement, and the events' rows.
-_PG_INCREMENT = (
-    "UPDATE tasks SET event_seq = tasks.event_seq + c.n"
+_PG_APPEND = (
+    "WITH counters AS ("
+    " UPDATE tasks SET event_seq = tasks.event_seq + c.n"
     " FROM unnest($1::uuid[], $2::int[]) AS c(id, n) WHERE tasks.id = c.id"
     " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent"
+    "), inserted AS ("
+    " INSERT INTO events (id, task_id, subtask_id, seq, type, data, ts, trace_id)"
+    " SELECT e.id, e.task_id, e.subtask_id, counters.event_seq + e.offset_from_last, e.type,"
+    " e.data::jsonb, e.ts,"
+    f" substring(counters.trace_parent FROM '{TRACEPARENT_PATTERN}')"
+    " FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[], $8::text[],"
+    " $9::timestamptz[]) AS e(id, task_id, subtask_id, offset_from_last, type, data, ts)"
+    " JOIN counters ON counters.id = e.task_id"
+    ") SELECT id, event_seq, trace_parent FROM counters"
 )
+"""The counters of a transaction's roots raised and its events inserted, in one statement:
+an event's number is its root's new counter plus its (zero or negative) offset."""
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
@@ -74,6 +86,17 @@ _PG_INSERT_EVENTS = (
 
 def _event(values: dict[str, Any]) -> Event:
     return trusted(Event, values, set(_EVENT_FIELDS))
+
+
+def _last_numbers(
+    rows: Iterable[Any], counts: Mapping[UUID, int]
+) -> dict[UUID, tuple[int, str | None]]:
+    """Each root's counter after the increment, and its trace id; NotFound for a root the
+    increment did not find."""
+    last = {root_id: (seq, trace_id_of(trace_parent)) for root_id, seq, trace_parent in rows}
+    if missing := [root for root in counts if root not in last]:
+        raise NotFound(f"task {missing[0]} does not exist")
+    return last
 
 
 def _new_row(
@@ -108,32 +131,22 @@ class EventRepository(Repository):
         counts = {root: len(items) for root, items in new.items() if items}
         if not counts:
             return {}
-        rows: Iterable[Any]
         if self.dialect == "postgresql":
-            driver = await driver_connection(self.conn)
-            call = driver.fetch(_PG_INCREMENT, list(counts), list(counts.values()))
-            rows = await on_driver(self.conn, call, _PG_INCREMENT)
-        else:
-            params: dict[str, object] = {}
-            for i, (root, n) in enumerate(counts.items()):
-                params[f"r{i}"] = root
-                params[f"n{i}"] = n
-            rows = await self.conn.execute(_increment_statement(len(counts)), params)
-        last: dict[UUID, int] = {}
-        traces: dict[UUID, str | None] = {}
-        for root_id, event_seq, trace_parent in rows:
-            last[root_id] = event_seq
-            traces[root_id] = trace_id_of(trace_parent)
-        if missing := [root for root in counts if root not in last]:
-            raise NotFound(f"task {missing[0]} does not exist")
+            return await self._append_pg(new, counts)
+        params: dict[str, object] = {}
+        for i, (root, n) in enumerate(counts.items()):
+            params[f"r{i}"] = root
+            params[f"n{i}"] = n
+        rows = await self.conn.execute(_increment_statement(len(counts)), params)
+        last = _last_numbers(rows, counts)
         now = utcnow()
         appended: dict[UUID, list[Event]] = {}
         values: list[dict[str, object]] = []
         for root, items in new.items():
             if not items:
                 continue
-            first = last[root] - len(items) + 1
-            trace_id = traces[root]
+            seq, trace_id = last[root]
+            first = seq - len(items) + 1
             events = []
             for i, item in enumerate(items):
                 row = _new_row(root, item, first + i, now, trace_id)
@@ -141,6 +154,42 @@ class EventRepository(Repository):
                 values.append({**row, "type": item.type.value})
             appended[root] = events
         await self._insert(values)
+        return appended
+
+    async def _append_pg(
+        self, new: Mapping[UUID, Sequence[NewEvent]], counts: dict[UUID, int]
+    ) -> dict[UUID, list[Event]]:
+        """`append_many` on Postgres: the counters raised and the rows inserted in one
+        statement; each event's number is its root's new counter less its offset."""
+        now = utcnow()
+        columns: list[list[Any]] = [[] for _ in range(7)]
+        ids, tasks_, subtasks, offsets, types, datas, stamps = columns
+        for root, items in new.items():
+            n = len(items)
+            for i, item in enumerate(items):
+                ids.append(uuid.uuid4())
+                tasks_.append(root)
+                subtasks.append(item.subtask_id)
+                offsets.append(i + 1 - n)
+                types.append(item.type.value)
+                datas.append(json.dumps(item.data))
+                stamps.append(now)
+        driver = await driver_connection(self.conn)
+        call = driver.fetch(_PG_APPEND, list(counts), list(counts.values()), *columns)
+        last = _last_numbers(await on_driver(self.conn, call, _PG_APPEND), counts)
+        appended: dict[UUID, list[Event]] = {}
+        k = 0
+        for root, items in new.items():
+            if not items:
+                continue
+            seq, trace_id = last[root]
+            events = []
+            for item in items:
+                row = _new_row(root, item, seq + offsets[k], now, trace_id)
+                row["id"] = ids[k]
+                events.append(_event(row))
+                k += 1
+            appended[root] = events
         return appended
 
     async def _insert(self, values: list[dict[str, Any]]) -> None:

@@ -227,7 +227,7 @@ _TREES_FOR_UPDATE = _TREES.with_for_update()
 _ROOT_IDS = sa.select(tasks.c.id, tasks.c.root_id).where(
     tasks.c.id.in_(sa.bindparam("task_ids", expanding=True))
 )
-_START_LOCK_STATEMENT = sa.select(sa.func.pg_advisory_xact_lock(_START_LOCK))
+_PG_LOCK_STARTS = "SELECT owner, agent, attempts FROM devteam_lock_starts($1, $2::text[])"
 _RUNNING_NOW = (tasks.c.status.in_(_RUNNING), tasks.c.lease_owner.is_not(None))
 _RUNNING_BY_OWNER_AND_AGENT = (
     sa.select(tasks.c.created_by, tasks.c.agent_type, sa.func.count())
@@ -271,14 +271,10 @@ _PG_TREES = (
     f"SELECT {_PG_TREE_COLUMNS} FROM tasks WHERE root_id = ANY($1::uuid[]) ORDER BY root_id, id"
 )
 _PG_TREES_FOR_UPDATE = f"{_PG_TREES} FOR UPDATE"
-_PG_LOCK_ROOTS = "SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+_PG_LOCK_TREES = "SELECT tree, tasks_in_tree, versions FROM devteam_lock_trees($1::uuid[])"
 _PG_LOCK_ROOTS_OF = (
     "SELECT id FROM tasks WHERE id IN (SELECT root_id FROM tasks WHERE id = ANY($1::uuid[])) "
     "ORDER BY id FOR UPDATE"
-)
-_PG_FINGERPRINTS = (
-    "SELECT root_id, count(*)::bigint, sum(version)::bigint FROM tasks "
-    "WHERE root_id = ANY($1::uuid[]) GROUP BY root_id"
 )
 _FINGERPRINTS = (
     sa.select(tasks.c.root_id, sa.func.count(), sa.func.sum(tasks.c.version))
@@ -425,11 +421,10 @@ class TaskRepository(Repository):
         """
         ordered = sorted(set(root_ids))
         if self.dialect == "postgresql":
+            # One call: the locks, then the fingerprints read on a snapshot taken after
+            # them (migration 0007).
             driver = await driver_connection(self.conn)
-            await on_driver(self.conn, driver.fetch(_PG_LOCK_ROOTS, ordered), _PG_LOCK_ROOTS)
-            rows = await on_driver(
-                self.conn, driver.fetch(_PG_FINGERPRINTS, ordered), _PG_FINGERPRINTS
-            )
+            rows = await on_driver(self.conn, driver.fetch(_PG_LOCK_TREES, ordered), _PG_LOCK_TREES)
             return {root_id: (int(count), int(total)) for root_id, count, total in rows}
         result = await self.conn.execute(_FINGERPRINTS, {"root_ids": ordered})
         return {root_id: (int(count), int(total)) for root_id, count, total in result}
@@ -438,16 +433,18 @@ class TaskRepository(Repository):
         rows = await self.conn.execute(_ROOT_IDS, {"task_ids": list(set(task_ids))})
         return dict(rows.all())
 
-    async def lock_starts(self) -> None:
-        """Serialize starts across processes until the transaction ends (Postgres)."""
+    async def lock_starts(self) -> list[tuple[UUID, str | None, int]]:
+        """Serialize starts across processes until the transaction ends (Postgres), then
+        count the agent attempts running now (they hold a lease) per (user, agent type):
+        every count the concurrency limits need. One round trip on Postgres (the count
+        reads a snapshot taken after the lock, migration 0007)."""
         if self.dialect == "postgresql":
-            await self.conn.execute(_START_LOCK_STATEMENT)
-
-    async def running_counts(self) -> list[tuple[UUID, str | None, int]]:
-        """Agent attempts running now (they hold a lease), per (user, agent type): every
-        count the concurrency limits need, in one statement."""
-        rows = await self.conn.execute(_RUNNING_BY_OWNER_AND_AGENT)
-        return [(created_by, agent_type, int(n)) for created_by, agent_type, n in rows]
+            driver = await driver_connection(self.conn)
+            call = driver.fetch(_PG_LOCK_STARTS, _START_LOCK, list(_RUNNING))
+            found = await on_driver(self.conn, call, _PG_LOCK_STARTS)
+        else:
+            found = await self.conn.execute(_RUNNING_BY_OWNER_AND_AGENT)
+        return [(created_by, agent_type, int(n)) for created_by, agent_type, n in found]
 
     async def running_by_agent_type(self) -> dict[str, int]:
         """Agent attempts running now (they hold a lease), per agent type."""
