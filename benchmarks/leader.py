@@ -118,7 +118,7 @@ async def wait_finished(bench: Bench, root_ids: list[Any], timeout: float = 600)
         for root_id in root_ids
     ]
     try:
-        async with bench.store.read() as tx:
+        async with bench.store.read_statement() as tx:
             statuses = await tx.tasks.statuses(root_ids)
         pending.difference_update(r for r, status in statuses.items() if status in FINISHED)
         if not pending:

@@ -276,6 +276,9 @@ _PG_LOCK_ROOTS_OF = (
     "SELECT id FROM tasks WHERE id IN (SELECT root_id FROM tasks WHERE id = ANY($1::uuid[])) "
     "ORDER BY id FOR UPDATE"
 )
+_STATUSES = sa.select(tasks.c.id, tasks.c.status).where(
+    tasks.c.id.in_(sa.bindparam("task_ids", expanding=True))
+)
 _FINGERPRINTS = (
     sa.select(tasks.c.root_id, sa.func.count(), sa.func.sum(tasks.c.version))
     .where(tasks.c.root_id.in_(sa.bindparam("root_ids", expanding=True)))
@@ -562,10 +565,8 @@ class TaskRepository(Repository):
         """The status of each task (one query)."""
         if not task_ids:
             return {}
-        rows = await self.conn.execute(
-            sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(list(task_ids)))
-        )
-        return {row.id: row.status for row in rows}
+        rows = await self.conn.execute(_STATUSES, {"task_ids": list(task_ids)})
+        return {row[0]: row[1] for row in rows.all()}
 
     async def write_changes(self, changes: Sequence[tuple[Task, Task]]) -> None:
         """Write (as stored, as now) pairs: one statement per set of changed columns.
