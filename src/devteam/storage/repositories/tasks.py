@@ -276,7 +276,7 @@ _PG_LOCK_ROOTS_OF = (
     "SELECT id FROM tasks WHERE id IN (SELECT root_id FROM tasks WHERE id = ANY($1::uuid[])) "
     "ORDER BY id FOR UPDATE"
 )
-_STATUSES = sa.select(tasks.c.id, tasks.c.status).where(
+_STATUSES_OF = sa.select(tasks.c.id, tasks.c.status).where(
     tasks.c.id.in_(sa.bindparam("task_ids", expanding=True))
 )
 _FINGERPRINTS = (
@@ -565,7 +565,7 @@ class TaskRepository(Repository):
         """The status of each task (one query)."""
         if not task_ids:
             return {}
-        rows = await self.conn.execute(_STATUSES, {"task_ids": list(task_ids)})
+        rows = await self.conn.execute(_STATUSES_OF, {"task_ids": list(task_ids)})
         return {row[0]: row[1] for row in rows.all()}
 
     async def write_changes(self, changes: Sequence[tuple[Task, Task]]) -> None:
