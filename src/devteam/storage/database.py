@@ -172,6 +172,10 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     Its statements run in the transaction of `conn` (see `Database.transaction`); run
     them through `on_driver`, which raises what SQLAlchemy would.
     """
+    sync = conn.sync_connection
+    if sync is not None and not sync.invalidated and not sync.closed:
+        # Connected: the pooled connection is at hand (no trip through a greenlet).
+        return sync.connection.driver_connection
     return (await conn.get_raw_connection()).driver_connection
 
 
