@@ -215,8 +215,8 @@ class Engine:
                         )
                 if finish is not None:
                     await finish(tx, results)
-                await self._write(tx, trees.values())
-                appended = await tx.events.append_many(events)
+                created = await self._write(tx, trees.values())
+                appended = await tx.events.append_many(events, created=created)
         except BaseException:
             if runner is not None and reserved:
                 runner.release(reserved)
@@ -441,17 +441,18 @@ class Engine:
         return started
 
     @staticmethod
-    async def _write(tx: UnitOfWork, trees: Iterable[Tree]) -> None:
+    async def _write(tx: UnitOfWork, trees: Iterable[Tree]) -> list[Task]:
         """Every change of the transaction, written once, in as few statements as possible;
-        the trees were locked, so nothing else changed these rows."""
+        the trees were locked, so nothing else changed these rows. Returns the new tasks,
+        inserted with the transaction's events (in one statement on Postgres)."""
         new: list[Task] = []
         changes: list[tuple[Task, Task]] = []
         for tree in trees:
             new += tree.new_tasks()
             changes += tree.changes()
             tree.mark_written()
-        await tx.tasks.insert_many(new)
         await tx.tasks.write_changes(changes)
+        return new
 
     async def _run(
         self,

@@ -22,7 +22,12 @@ from devteam.observability.tracing import TRACEPARENT_PATTERN, trace_id_of
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
-from devteam.storage.repositories.tasks import task_to_row
+from devteam.storage.repositories.tasks import (
+    TaskRepository,
+    pg_insert_arrays,
+    task_arrays,
+    task_to_row,
+)
 from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
 from devteam.storage.types import utcnow
@@ -74,6 +79,11 @@ _PG_APPEND = (
 )
 """The counters of a transaction's roots raised and its events inserted, in one statement:
 an event's number is its root's new counter plus its (zero or negative) offset."""
+_PG_APPEND_CREATING = (
+    f"WITH created AS ({pg_insert_arrays(10)}), {_PG_APPEND.removeprefix('WITH ')}"
+)
+"""`_PG_APPEND` inserting new tasks too (the foreign keys are checked at the statement's
+end, when the tasks are there)."""
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
@@ -120,8 +130,12 @@ class EventRepository(Repository):
         """Append `new` to the history of `root_id` and return them with their `seq`."""
         return (await self.append_many({root_id: new})).get(root_id, [])
 
-    async def append_many(self, new: Mapping[UUID, Sequence[NewEvent]]) -> dict[UUID, list[Event]]:
-        """Append events to the histories of several roots, in two statements.
+    async def append_many(
+        self, new: Mapping[UUID, Sequence[NewEvent]], *, created: Sequence[Task] = ()
+    ) -> dict[UUID, list[Event]]:
+        """Append events to the histories of several roots (one statement on Postgres);
+        `created`, tasks the events announce, are inserted with them (parents before
+        their children), in the same statement on Postgres.
 
         The counters live on the root tasks' rows. Incrementing them takes those
         rows' locks until the transaction ends, so concurrent appends to one root
@@ -130,9 +144,11 @@ class EventRepository(Repository):
         """
         counts = {root: len(items) for root, items in new.items() if items}
         if not counts:
+            await TaskRepository(self.conn).insert_many(created)
             return {}
         if self.dialect == "postgresql":
-            return await self._append_pg(new, counts)
+            return await self._append_pg(new, counts, created)
+        await TaskRepository(self.conn).insert_many(created)
         params: dict[str, object] = {}
         for i, (root, n) in enumerate(counts.items()):
             params[f"r{i}"] = root
@@ -157,10 +173,14 @@ class EventRepository(Repository):
         return appended
 
     async def _append_pg(
-        self, new: Mapping[UUID, Sequence[NewEvent]], counts: dict[UUID, int]
+        self,
+        new: Mapping[UUID, Sequence[NewEvent]],
+        counts: dict[UUID, int],
+        created: Sequence[Task],
     ) -> dict[UUID, list[Event]]:
-        """`append_many` on Postgres: the counters raised and the rows inserted in one
-        statement; each event's number is its root's new counter less its offset."""
+        """`append_many` on Postgres: the counters raised, the rows inserted (and the new
+        tasks) in one statement; each event's number is its root's new counter less its
+        offset."""
         now = utcnow()
         columns: list[list[Any]] = [[] for _ in range(7)]
         ids, tasks_, subtasks, offsets, types, datas, stamps = columns
@@ -175,8 +195,10 @@ class EventRepository(Repository):
                 datas.append(json.dumps(item.data))
                 stamps.append(now)
         driver = await driver_connection(self.conn)
-        call = driver.fetch(_PG_APPEND, list(counts), list(counts.values()), *columns)
-        last = _last_numbers(await on_driver(self.conn, call, _PG_APPEND), counts)
+        statement = _PG_APPEND_CREATING if created else _PG_APPEND
+        arrays = task_arrays(created) if created else []
+        call = driver.fetch(statement, list(counts), list(counts.values()), *columns, *arrays)
+        last = _last_numbers(await on_driver(self.conn, call, statement), counts)
         appended: dict[UUID, list[Event]] = {}
         k = 0
         for root, items in new.items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 
 from devteam.domain.enums import (
@@ -263,6 +265,28 @@ _PG_INSERT = (
     f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
 )
+# Array types of the columns, without lengths: an explicit cast to varchar(n) would cut a
+# longer value short, where the insert's own conversion refuses it.
+_PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_PG_ARRAY_TYPES = {
+    c: re.sub(r"\(\d+\)", "", tasks.c[c].type.compile(dialect=_PG_DIALECT)) + "[]"
+    for c in _INSERTED
+}
+
+
+def pg_insert_arrays(first: int) -> str:
+    """An insert of tasks whose every column is one array parameter, numbered from
+    `first` (for a statement that does more; see `task_arrays`)."""
+    arrays = ", ".join(f"${first + i}::{_PG_ARRAY_TYPES[c]}" for i, c in enumerate(_INSERTED))
+    return f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) SELECT * FROM unnest({arrays})"
+
+
+def task_arrays(new: Sequence[Task]) -> list[list[Any]]:
+    """The parameters of `pg_insert_arrays`: one list per column."""
+    rows = [_driver_params(task_to_row(t), _INSERTED) for t in new]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 _PG_TREE_COLUMNS = ", ".join(
     'CASE WHEN "status" = \'pending\' THEN "plan" END AS "plan"' if c == "plan" else f'"{c}"'
     for c in _COLUMNS
