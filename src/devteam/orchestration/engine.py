@@ -215,8 +215,8 @@ class Engine:
                         )
                 if finish is not None:
                     await finish(tx, results)
-                created = await self._write(tx, trees.values())
-                appended = await tx.events.append_many(events, created=created)
+                created, changes = self._written(trees.values())
+                appended = await tx.events.append_many(events, created=created, changes=changes)
         except BaseException:
             if runner is not None and reserved:
                 runner.release(reserved)
@@ -441,18 +441,17 @@ class Engine:
         return started
 
     @staticmethod
-    async def _write(tx: UnitOfWork, trees: Iterable[Tree]) -> list[Task]:
-        """Every change of the transaction, written once, in as few statements as possible;
-        the trees were locked, so nothing else changed these rows. Returns the new tasks,
-        inserted with the transaction's events (in one statement on Postgres)."""
+    def _written(trees: Iterable[Tree]) -> tuple[list[Task], list[tuple[Task, Task]]]:
+        """Every change of the transaction, to be written once, with its events (in one
+        statement on Postgres): the new tasks and the (as stored, as now) pairs. The trees
+        were locked, so nothing else changed these rows."""
         new: list[Task] = []
         changes: list[tuple[Task, Task]] = []
         for tree in trees:
             new += tree.new_tasks()
             changes += tree.changes()
             tree.mark_written()
-        await tx.tasks.write_changes(changes)
-        return new
+        return new, changes
 
     async def _run(
         self,

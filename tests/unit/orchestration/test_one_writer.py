@@ -85,7 +85,7 @@ def test_the_engine_writes_task_rows() -> None:
     """The check above looks for the right calls: the engine makes them."""
     (engine,) = [tree for module, tree in _modules() if module in WRITERS]
     found = {w.split(" ")[0] for w in _repository_writes(engine)}
-    assert {"tasks.write_changes", "events.append_many", "events.insert_roots"} <= found
+    assert {"events.append_many", "events.insert_roots"} <= found
 
 
 def test_no_statement_on_the_tasks_table_outside_storage() -> None:

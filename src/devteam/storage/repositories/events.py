@@ -23,10 +23,14 @@ from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
 from devteam.storage.repositories.tasks import (
+    TASK_ARRAYS,
     TaskRepository,
+    change_groups,
     pg_insert_arrays,
+    pg_update_arrays,
     task_arrays,
     task_to_row,
+    update_arrays,
 )
 from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
@@ -60,30 +64,53 @@ def _increment_statement(roots: int) -> sa.Update:
     )
 
 
-# On Postgres, through the driver (see `driver_connection`): the counters of any number
-# of roots in one statement, and the events' rows.
-_PG_APPEND = (
-    "WITH counters AS ("
+# On Postgres, through the driver (see `driver_connection`): a transaction's writes in
+# one statement. Parameters $1, $2: the roots whose counters are raised by themselves and
+# by how much; $3..$9: the events, one array per column; then the new tasks' arrays, then
+# each change group's (see `pg_insert_arrays`, `pg_update_arrays`).
+_PG_COUNTERS = (
+    "counters AS ("
     " UPDATE tasks SET event_seq = tasks.event_seq + c.n"
     " FROM unnest($1::uuid[], $2::int[]) AS c(id, n) WHERE tasks.id = c.id"
-    " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent"
-    "), inserted AS ("
+    " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent)"
+)
+_PG_NUMBERED_EVENTS = (
+    "inserted AS ("
     " INSERT INTO events (id, task_id, subtask_id, seq, type, data, ts, trace_id)"
-    " SELECT e.id, e.task_id, e.subtask_id, counters.event_seq + e.offset_from_last, e.type,"
+    " SELECT e.id, e.task_id, e.subtask_id, numbered.event_seq + e.offset_from_last, e.type,"
     " e.data::jsonb, e.ts,"
-    f" substring(counters.trace_parent FROM '{TRACEPARENT_PATTERN}')"
+    f" substring(numbered.trace_parent FROM '{TRACEPARENT_PATTERN}')"
     " FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[], $8::text[],"
     " $9::timestamptz[]) AS e(id, task_id, subtask_id, offset_from_last, type, data, ts)"
-    " JOIN counters ON counters.id = e.task_id"
-    ") SELECT id, event_seq, trace_parent FROM counters"
+    " JOIN numbered ON numbered.id = e.task_id)"
 )
-"""The counters of a transaction's roots raised and its events inserted, in one statement:
-an event's number is its root's new counter plus its (zero or negative) offset."""
-_PG_APPEND_CREATING = (
-    f"WITH created AS ({pg_insert_arrays(10)}), {_PG_APPEND.removeprefix('WITH ')}"
-)
-"""`_PG_APPEND` inserting new tasks too (the foreign keys are checked at the statement's
-end, when the tasks are there)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_write(created: bool, groups: tuple[tuple[str, ...], ...]) -> str:
+    """The statement of a transaction's writes: new tasks inserted, changed tasks updated
+    (a root's counter raised with its own update), the other roots' counters raised, the
+    events inserted, each numbered from its root's new counter by its (zero or negative)
+    offset. Returns every updated row's id, event counter and trace parent. Foreign keys
+    are checked at the statement's end, when the new tasks are there."""
+    ctes: list[str] = []
+    first = 10
+    if created:
+        ctes.append(f"created AS ({pg_insert_arrays(first)})")
+        first += TASK_ARRAYS
+    names = []
+    for i, columns in enumerate(groups):
+        names.append(f"changed_{i}")
+        ctes.append(pg_update_arrays(names[-1], columns, first))
+        first += len(columns) + 3
+    ctes.append(_PG_COUNTERS)
+    numbered = " UNION ALL ".join(
+        f"SELECT id, event_seq, trace_parent FROM {name}" for name in [*names, "counters"]
+    )
+    ctes += [f"numbered AS ({numbered})", _PG_NUMBERED_EVENTS]
+    return f"WITH {', '.join(ctes)} SELECT id, event_seq, trace_parent FROM numbered"
+
+
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
@@ -131,11 +158,16 @@ class EventRepository(Repository):
         return (await self.append_many({root_id: new})).get(root_id, [])
 
     async def append_many(
-        self, new: Mapping[UUID, Sequence[NewEvent]], *, created: Sequence[Task] = ()
+        self,
+        new: Mapping[UUID, Sequence[NewEvent]],
+        *,
+        created: Sequence[Task] = (),
+        changes: Sequence[tuple[Task, Task]] = (),
     ) -> dict[UUID, list[Event]]:
-        """Append events to the histories of several roots (one statement on Postgres);
-        `created`, tasks the events announce, are inserted with them (parents before
-        their children), in the same statement on Postgres.
+        """Append events to the histories of several roots, with the task rows of the same
+        transaction: `created` inserted (parents before their children), `changes` ((as
+        stored, as now) pairs, see `TaskRepository.write_changes`) written. One statement
+        on Postgres.
 
         The counters live on the root tasks' rows. Incrementing them takes those
         rows' locks until the transaction ends, so concurrent appends to one root
@@ -143,12 +175,13 @@ class EventRepository(Repository):
         its numbers back with it, so a sequence never has a gap.
         """
         counts = {root: len(items) for root, items in new.items() if items}
+        if counts and self.dialect == "postgresql":
+            return await self._write_pg(new, counts, created, changes)
+        tasks_ = TaskRepository(self.conn)
+        await tasks_.insert_many(created)
+        await tasks_.write_changes(changes)
         if not counts:
-            await TaskRepository(self.conn).insert_many(created)
             return {}
-        if self.dialect == "postgresql":
-            return await self._append_pg(new, counts, created)
-        await TaskRepository(self.conn).insert_many(created)
         params: dict[str, object] = {}
         for i, (root, n) in enumerate(counts.items()):
             params[f"r{i}"] = root
@@ -172,33 +205,41 @@ class EventRepository(Repository):
         await self._insert(values)
         return appended
 
-    async def _append_pg(
+    async def _write_pg(
         self,
         new: Mapping[UUID, Sequence[NewEvent]],
         counts: dict[UUID, int],
         created: Sequence[Task],
+        changes: Sequence[tuple[Task, Task]],
     ) -> dict[UUID, list[Event]]:
-        """`append_many` on Postgres: the counters raised, the rows inserted (and the new
-        tasks) in one statement; each event's number is its root's new counter less its
-        offset."""
+        """`append_many` on Postgres, in one statement (see `_pg_write`)."""
         now = utcnow()
         columns: list[list[Any]] = [[] for _ in range(7)]
-        ids, tasks_, subtasks, offsets, types, datas, stamps = columns
+        ids, roots, subtasks, offsets, types, datas, stamps = columns
         for root, items in new.items():
             n = len(items)
             for i, item in enumerate(items):
                 ids.append(uuid.uuid4())
-                tasks_.append(root)
+                roots.append(root)
                 subtasks.append(item.subtask_id)
                 offsets.append(i + 1 - n)
                 types.append(item.type.value)
                 datas.append(json.dumps(item.data))
                 stamps.append(now)
+        groups = change_groups(changes)
+        changed = {task_id for rows in groups.values() for _, task_id, _ in rows}
+        alone = [root for root in counts if root not in changed]
+        params: list[Any] = [alone, [counts[root] for root in alone], *columns]
+        if created:
+            params += task_arrays(created)
+        for group_columns, group_rows in groups.items():
+            params += update_arrays(group_columns, group_rows, counts)
+        statement = _pg_write(bool(created), tuple(groups))
         driver = await driver_connection(self.conn)
-        statement = _PG_APPEND_CREATING if created else _PG_APPEND
-        arrays = task_arrays(created) if created else []
-        call = driver.fetch(statement, list(counts), list(counts.values()), *columns, *arrays)
-        last = _last_numbers(await on_driver(self.conn, call, statement), counts)
+        found = await on_driver(self.conn, driver.fetch(statement, *params), statement)
+        if changed - {row[0] for row in found}:
+            raise RuntimeError("a task changed under a locked transaction")
+        last = _last_numbers(found, counts)
         appended: dict[UUID, list[Event]] = {}
         k = 0
         for root, items in new.items():

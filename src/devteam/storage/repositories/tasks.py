@@ -274,6 +274,60 @@ _PG_ARRAY_TYPES = {
 }
 
 
+ChangeGroups = dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]]
+"""Per set of changed columns: (new values, id, version read) of each changed row."""
+
+
+def change_groups(changes: Sequence[tuple[Task, Task]]) -> ChangeGroups:
+    """(as stored, as now) pairs grouped by the columns that changed."""
+    groups: ChangeGroups = {}
+    for before, after in changes:
+        changed = _changed_columns(before, after)
+        if not changed:
+            continue
+        new = task_to_row(after)
+        groups.setdefault(changed, []).append(
+            ({k: new[k] for k in changed}, before.id, before.version)
+        )
+    return groups
+
+
+def pg_update_arrays(name: str, columns: tuple[str, ...], first: int) -> str:
+    """A CTE `name` updating `columns` of rows, each only at the version it was read at, and
+    raising their event counters: one array parameter per column, numbered from `first`,
+    then the rows' ids, their versions and the events added to each (see `update_arrays`).
+    Returns each updated row's id, event counter and trace parent."""
+    n = len(columns)
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
+    arrays = ", ".join(f"${first + i}::{_PG_ARRAY_TYPES[c]}" for i, c in enumerate(columns))
+    return (
+        f"{name} AS (UPDATE tasks SET {sets}, event_seq = tasks.event_seq + v.events_added"
+        f" FROM unnest({arrays}, ${first + n}::uuid[], ${first + n + 1}::int[],"
+        f" ${first + n + 2}::int[]) AS v({quoted}, row_id, row_version, events_added)"
+        " WHERE tasks.id = v.row_id AND tasks.version = v.row_version"
+        " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent)"
+    )
+
+
+def update_arrays(
+    columns: tuple[str, ...],
+    rows: list[tuple[dict[str, Any], UUID, int]],
+    events_added: Mapping[UUID, int],
+) -> list[list[Any]]:
+    """The parameters of `pg_update_arrays` for `rows` of one change group."""
+    values = [_driver_params(row, columns) for row, _, _ in rows]
+    arrays = [list(column) for column in zip(*values, strict=True)]
+    arrays.append([task_id for _, task_id, _ in rows])
+    arrays.append([version for _, _, version in rows])
+    arrays.append([events_added.get(task_id, 0) for _, task_id, _ in rows])
+    return arrays
+
+
+TASK_ARRAYS = len(_INSERTED)
+"""How many parameters `pg_insert_arrays` takes."""
+
+
 def pg_insert_arrays(first: int) -> str:
     """An insert of tasks whose every column is one array parameter, numbered from
     `first` (for a statement that does more; see `task_arrays`)."""
@@ -598,16 +652,7 @@ class TaskRepository(Repository):
         Each row is only updated if still at the version it was read at; the
         caller holds the rows' locks, so a mismatch means a bug, and raises.
         """
-        # Per set of changed columns: (new values, id, version read) of each row.
-        groups: dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]] = {}
-        for before, after in changes:
-            changed = _changed_columns(before, after)
-            if not changed:
-                continue
-            new = task_to_row(after)
-            groups.setdefault(changed, []).append(
-                ({k: new[k] for k in changed}, before.id, before.version)
-            )
+        groups = change_groups(changes)
         if self.dialect == "postgresql":
             # asyncpg reports no row counts of an executemany (nor did SQLAlchemy on it).
             driver = await driver_connection(self.conn)
