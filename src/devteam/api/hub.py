@@ -6,6 +6,13 @@ that somebody here follows, whatever the number of connections following it,
 decodes each message once and hands the events to every local listener. A
 listener is called in the event loop and must not block (it only buffers).
 
+The hand-over goes `FAN_OUT_SLICE` listeners per turn of the event loop, so the
+rest of the process (the producer's next transaction, say) runs between slices
+instead of waiting for a thousand listeners; events that arrive meanwhile go to
+the listeners not yet served together with the ones on their way (one write to
+their connection instead of two), and to the others in a round of their own.
+Each listener gets every batch once, in publishing order.
+
 Events produced by any process arrive here through the broker (Redis pub/sub
 with several processes), so a client may connect to any replica.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 from uuid import UUID
@@ -30,6 +38,23 @@ Listener = Callable[[list[Event]], None]
 """Receives each published batch of a root task's events, in publishing order."""
 
 
+FAN_OUT_SLICE = 25
+"""Listeners handed events per turn of the event loop (a quarter of a millisecond or so,
+writing to WebSocket connections): a burst's next event, committed meanwhile, reaches
+most listeners together with the one on its way."""
+
+
+class _Round:
+    """Events on their way to some listeners, in order; those before `position` have them."""
+
+    __slots__ = ("events", "listeners", "position")
+
+    def __init__(self, events: list[Event], listeners: list[Listener]) -> None:
+        self.events = events
+        self.listeners = listeners
+        self.position = 0
+
+
 class _Channel:
     """The broker subscription of one root task and its local listeners."""
 
@@ -37,6 +62,8 @@ class _Channel:
         self.root_id = root_id
         self.listeners: set[Listener] = set()
         self.opened: asyncio.Future[Subscription] | None = None
+        self._rounds: deque[_Round] = deque()
+        self._scheduled = False
 
     def dispatch(self, raw: bytes) -> None:
         try:
@@ -44,11 +71,57 @@ class _Channel:
         except Exception:
             log.warning("an undecodable event message was skipped", root_id=str(self.root_id))
             return
-        for listener in tuple(self.listeners):
-            try:
-                listener(events)
-            except Exception:
-                log.exception("an event listener failed", root_id=str(self.root_id))
+        self.hand_on(events)
+
+    def hand_on(self, events: list[Event]) -> None:
+        """Queue `events` for every listener now, after the batches queued before."""
+        if not self.listeners or not events:
+            return
+        rounds = self._rounds
+        if not rounds:
+            rounds.append(_Round(events, list(self.listeners)))
+        else:
+            # The listeners the last round has not served yet take these with it; each
+            # of them has nothing queued after that round. The others get a round of
+            # their own, after every round queued.
+            last = rounds[-1]
+            last.events = [*last.events, *events]
+            waiting = set(last.listeners[last.position :])
+            others = [listener for listener in self.listeners if listener not in waiting]
+            if others:
+                rounds.append(_Round(events, others))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._step)
+
+    def _step(self) -> None:
+        """Hand on up to `FAN_OUT_SLICE` listeners' events; come back next turn for more."""
+        self._scheduled = False
+        rounds, current = self._rounds, self.listeners
+        budget = FAN_OUT_SLICE
+        while rounds and budget > 0:
+            round_ = rounds[0]
+            start = round_.position
+            end = min(start + budget, len(round_.listeners))
+            round_.position = end
+            budget -= end - start
+            if end == len(round_.listeners):
+                rounds.popleft()
+            events = round_.events
+            for listener in round_.listeners[start:end]:
+                if listener not in current:
+                    continue  # it left meanwhile
+                try:
+                    listener(events)
+                except Exception:
+                    log.exception("an event listener failed", root_id=str(self.root_id))
+        if rounds:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._step)
+
+    def clear(self) -> None:
+        """No listener is left: drop what was on its way."""
+        self._rounds.clear()
 
 
 class Listening:
@@ -153,6 +226,7 @@ class EventHub:
         channel.listeners.discard(listener)
         if channel.listeners or self._channels.get(channel.root_id) is not channel:
             return
+        channel.clear()
         del self._channels[channel.root_id]
         assert channel.opened is not None
         try:
@@ -168,6 +242,7 @@ class EventHub:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             channel.listeners.clear()
+            channel.clear()
             assert channel.opened is not None
             if not channel.opened.done():
                 channel.opened.cancel()

@@ -78,6 +78,10 @@ class FrameWriter:
         """Wait until the transport drops below its low-water mark (or the connection ends)."""
         await self._protocol.writable.wait()
 
+    def send(self, frames: bytes) -> None:
+        """Write encoded frames; the caller found the connection `writable` just now."""
+        self._protocol.transport.write(frames)
+
     def write(self, frames: bytes) -> bool:
         """Write encoded frames; False when the connection is no longer open."""
         if not self.open:
