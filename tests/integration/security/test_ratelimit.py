@@ -75,6 +75,29 @@ async def test_every_limit_of_a_scope_applies(broker: Broker) -> None:
     assert "at most 2 per minute" in caught.value.message
 
 
+async def test_concurrent_hits_are_counted_one_by_one_in_the_order_they_came(
+    broker: Broker,
+) -> None:
+    # On Redis, hits made while a script is in flight go together in the next one.
+    limiter = RateLimiter(broker.rate_limit_storage(), LIMITS)
+    jobs = [limiter.hit(RateLimitScope.WRITE, "u1") for _ in range(5)]
+    jobs += [limiter.hit(RateLimitScope.LOGIN_FAILURES_USERNAME, "ada") for _ in range(3)]
+    jobs.append(limiter.hit(RateLimitScope.WRITE, "u2"))
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    writes, logins, other = outcomes[:5], outcomes[5:8], outcomes[8]
+    assert [s.remaining for s in writes[:3] if not isinstance(s, BaseException)] == [2, 1, 0]
+    assert all(isinstance(e, RateLimited) for e in writes[3:])
+    # The tightest window of the scope answers; the third hit finds it full.
+    assert [(s.limit, s.remaining) for s in logins[:2] if not isinstance(s, BaseException)] == [
+        (2, 1),
+        (2, 0),
+    ]
+    assert isinstance(logins[2], RateLimited)
+    assert "at most 2 per minute" in logins[2].message
+    assert not isinstance(other, BaseException) and other is not None
+    assert other.remaining == 2
+
+
 @pytest.mark.redis
 async def test_processes_share_one_window_on_redis(redis_url: str, redis_prefix: str) -> None:
     first, second = (
