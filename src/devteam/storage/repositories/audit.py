@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -25,6 +26,11 @@ class AuditRepository(Repository):
         # JSON-safe values for `details`; the UUID column takes the UUID itself.
         # Parameters, not .values(): the statement stays one cached compiled form.
         await self.conn.execute(_INSERT, audit_row(entry))
+
+    async def append_many(self, entries: Sequence[NewAuditEntry]) -> None:
+        """`append` for several entries, in one statement."""
+        if entries:
+            await self.conn.execute(_INSERT, [audit_row(entry) for entry in entries])
 
     async def list(
         self,

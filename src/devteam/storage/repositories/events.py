@@ -181,10 +181,9 @@ class EventRepository(Repository):
             task_rows.append({**task_to_row(root), "event_seq": len(events)})
         await self.conn.execute(_INSERT_TASK, task_rows)
         await self._insert(values)
-        auditor = AuditRepository(self.conn)
-        for _, _, audit in roots:
-            if audit is not None:
-                await auditor.append(audit)
+        await AuditRepository(self.conn).append_many(
+            [audit for _, _, audit in roots if audit is not None]
+        )
         return made
 
     async def insert_root(
