@@ -19,7 +19,7 @@ from devteam.api.access import readable_task, task_and_root
 from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
-from devteam.api.security import AuditorDep, CurrentUser, SecurityDep, require
+from devteam.api.security import Acting, AuditorDep, CurrentUser, acting
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
@@ -294,10 +294,7 @@ async def _audit_refusals(
 )
 async def submit_task(
     body: TaskRequest,
-    caller: Annotated[Principal, require(Permission.TASKS_CREATE)],
-    services: ServicesDep,
-    security: SecurityDep,
-    auditor: AuditorDep,
+    acting_as: Annotated[Acting, acting(Permission.TASKS_CREATE)],
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -309,6 +306,8 @@ async def submit_task(
         ),
     ] = None,
 ) -> TaskOut:
+    caller, services, auditor = acting_as.caller, acting_as.services, acting_as.auditor
+    security = acting_as.security
     # Submissions have their own budget on top of the writes': each one starts work.
     state = await security.rate_limiter.hit(RateLimitScope.TASK_SUBMIT, str(caller.id))
     if state is not None and state.remaining < int(
