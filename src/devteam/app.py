@@ -162,6 +162,9 @@ def create_app(
         ],
     )
     install_error_handlers(app)
+    # Requests are matched against the routes in the order they were added: the task
+    # routes (submissions are the busiest) first. No other route's path overlaps theirs.
+    app.include_router(tasks.router)
     install_docs(app)
     tracing.instrument_app(app)
     install_openapi_rules(app, app_config.security.passwords)
@@ -172,7 +175,6 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(mcp.router)
     app.include_router(metrics.router)
-    app.include_router(tasks.router)
     app.include_router(streams.router)
     app.include_router(webhooks.router)
     app.include_router(agents_routes.router)
