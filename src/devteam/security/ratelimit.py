@@ -107,6 +107,8 @@ class RateLimitState:
 
 MAX_HITS_PER_SCRIPT = 256
 """Hits counted by one script at most; more waiting go in the next."""
+MAX_CALLERS_REMEMBERED = 10_000
+"""Callers whose window keys are kept worked out (the oldest are dropped first)."""
 
 # Counts hits of several callers in order. KEYS: every hit's moving-window lists
 # (one per limit, newest entry first, as `limits` keeps them), hit after hit.
@@ -172,6 +174,8 @@ class _PendingHit:
 
     keys: list[str]
     items: list[RateLimitItem]
+    deadline: float
+    """When the caller gives up (the event loop's clock): its script must answer by then."""
     done: asyncio.Future[list[Window]]
 
 
@@ -186,6 +190,7 @@ class RateLimiter:
             else None
         )
         self._pending: list[_PendingHit] = []
+        self._window_keys: dict[tuple[RateLimitScope, str], list[str]] = {}
         self._sending: asyncio.Task[None] | None = None
         self._timeout_s = config.storage_timeout_s
         self._skip_storage_until = 0.0
@@ -207,7 +212,9 @@ class RateLimiter:
         `devteam_rate_limit_rejections_total`. With the storage unreachable, returns
         None for a scope that fails open and raises `ServiceUnavailable` otherwise.
         """
-        return await self._guarded(scope, lambda: self._count(scope, key, refuse=True))
+        return await self._guarded(
+            scope, lambda: self._count(scope, key, refuse=True), bounded=self._script is not None
+        )
 
     async def check(self, scope: RateLimitScope, key: str) -> None:
         """Refuse (`RateLimited`) when `key` has no room left in `scope`, counting nothing."""
@@ -215,12 +222,19 @@ class RateLimiter:
 
     async def record(self, scope: RateLimitScope, key: str) -> None:
         """Count one event (e.g. a failed login) of `key` in `scope`, refusing nothing."""
-        await self._guarded(scope, lambda: self._count(scope, key, refuse=False))
+        await self._guarded(
+            scope, lambda: self._count(scope, key, refuse=False), bounded=self._script is not None
+        )
 
-    async def _guarded(self, scope: RateLimitScope, work: Callable[[], Awaitable[T]]) -> T | None:
+    async def _guarded(
+        self, scope: RateLimitScope, work: Callable[[], Awaitable[T]], *, bounded: bool = False
+    ) -> T | None:
+        """`work()`, given up after the storage timeout (`bounded`: `work` sees to it)."""
         if time.monotonic() < self._skip_storage_until:
             return self._unavailable(scope)
         try:
+            if bounded:
+                return await work()
             async with asyncio.timeout(self._timeout_s):
                 return await work()
         except RateLimited:
@@ -249,9 +263,9 @@ class RateLimiter:
         )
 
     async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
-        identifier = _identifier(key)
         if self._script is not None:
-            return await self._count_in_one_script(scope, identifier, refuse=refuse)
+            return await self._count_in_one_script(scope, key, refuse=refuse)
+        identifier = _identifier(key)
         tightest: RateLimitState | None = None
         for item in self._limits[scope]:
             allowed = await self._strategy.hit(item, scope.value, identifier)
@@ -264,13 +278,13 @@ class RateLimiter:
         return tightest
 
     async def _count_in_one_script(
-        self, scope: RateLimitScope, identifier: str, *, refuse: bool
+        self, scope: RateLimitScope, key: str, *, refuse: bool
     ) -> RateLimitState:
-        assert self._redis is not None
         items = self._limits[scope]
-        bridge = self._redis.bridge
-        keys = [bridge.prefixed_key(i.key_for(scope.value, identifier)) for i in items]
-        hit = _PendingHit(keys, items, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        hit = _PendingHit(
+            self._keys(scope, key), items, loop.time() + self._timeout_s, loop.create_future()
+        )
         self._pending.append(hit)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send_pending(), name="rate-limit-hits")
@@ -290,8 +304,27 @@ class RateLimiter:
         assert tightest is not None, "parse_many returns at least one limit"
         return tightest
 
+    def _keys(self, scope: RateLimitScope, key: str) -> list[str]:
+        """The Redis keys of `key`'s windows in `scope` (worked out once per caller)."""
+        keys = self._window_keys.get((scope, key))
+        if keys is None:
+            assert self._redis is not None
+            identifier = _identifier(key)
+            bridge = self._redis.bridge
+            limits = self._limits[scope]
+            keys = [bridge.prefixed_key(i.key_for(scope.value, identifier)) for i in limits]
+            if len(self._window_keys) >= MAX_CALLERS_REMEMBERED:
+                self._window_keys.pop(next(iter(self._window_keys)))
+            self._window_keys[(scope, key)] = keys
+        return keys
+
     async def _send_pending(self) -> None:
-        """Count the waiting hits, as many as arrived, script after script."""
+        """Count the waiting hits, as many as arrived, script after script.
+
+        A script must answer before the first of its callers gives up. When it
+        fails, the hits still waiting fail with it rather than wait their turn for a
+        storage that does not answer (each caller then answers by its scope).
+        """
         assert self._script is not None
         while self._pending:
             batch = self._pending[:MAX_HITS_PER_SCRIPT]
@@ -304,12 +337,14 @@ class RateLimiter:
                 for item in hit.items:
                     args += [item.amount, item.get_expiry()]
             try:
-                reply = await self._script(keys=keys, args=args)
+                async with asyncio.timeout_at(min(hit.deadline for hit in batch)):
+                    reply = await self._script(keys=keys, args=args)
             except Exception as exc:
                 # Each caller answers for itself: fail open or refuse, by its scope.
-                for hit in batch:
+                for hit in [*batch, *self._pending]:
                     if not hit.done.done():
                         hit.done.set_exception(exc)
+                self._pending.clear()
                 continue
             except BaseException:
                 for hit in [*batch, *self._pending]:

@@ -185,3 +185,32 @@ async def test_an_unreachable_storage_fails_reads_open_and_writes_closed_quickly
             if outage == "paused":
                 server.resume()
             await broker.close()
+
+
+@pytest.mark.redis
+async def test_hits_waiting_behind_a_script_without_answer_give_up_with_it(
+    tmp_path: Path,
+) -> None:
+    limits = LIMITS.model_copy(update={"storage_timeout_s": 0.5})
+    with own_redis(tmp_path) as server:
+        broker = RedisBroker(server.url, prefix="outage")
+        try:
+            limiter = RateLimiter(broker.rate_limit_storage(), limits)
+            assert await limiter.hit(RateLimitScope.READ, "u1") is not None
+            server.pause()
+            began = time.monotonic()
+            first = asyncio.create_task(limiter.hit(RateLimitScope.READ, "u1"))
+            await asyncio.sleep(0.3)
+            # These wait for the script in flight; when it gets no answer, they fail with
+            # it instead of waiting for a script of their own.
+            later = [
+                asyncio.create_task(limiter.hit(RateLimitScope.WRITE, f"u{i}")) for i in range(3)
+            ]
+            assert await first is None
+            for job in later:
+                with pytest.raises(ServiceUnavailable):
+                    await job
+            assert time.monotonic() - began < 0.5 + 0.2
+        finally:
+            server.resume()
+            await broker.close()
