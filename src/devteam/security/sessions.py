@@ -32,7 +32,7 @@ from devteam.security.audit import AuditAction, Auditor
 from devteam.security.passwords import Passwords
 from devteam.security.ratelimit import RateLimiter, RateLimitScope
 from devteam.security.rbac import Principal, RolePermissions
-from devteam.security.session_cache import SessionCache, SessionKey
+from devteam.security.session_cache import MAX_ENTRIES, SessionCache, SessionKey
 from devteam.security.token_cache import VerifiedTokens
 from devteam.security.tokens import TokenClaims, TokenCodec, TokenType, hash_token_id
 from devteam.storage import Store, UnitOfWork
@@ -74,6 +74,8 @@ class Sessions:
         self.limiter = limiter
         self._reading: dict[SessionKey, tuple[int, asyncio.Task[User | None]]] = {}
         """Session reads in flight, with the cache generation each started in."""
+        self._principals: dict[SessionKey, tuple[User, Principal]] = {}
+        """The caller last made of each session's user (the same `User` makes the same one)."""
 
     async def login(self, username: str, password: str, *, auditor: Auditor) -> TokenPair:
         """Check a username and password and start a session.
@@ -198,7 +200,14 @@ class Sessions:
             user = await self._session_user(key)
         if user is None or not user.is_active:
             raise Unauthorized("the session has ended; log in again")
-        return self.permissions.principal(user, session_id=claims.session_id)
+        known = self._principals.get(key)
+        if known is not None and known[0] is user:
+            return known[1]
+        principal = self.permissions.principal(user, session_id=claims.session_id)
+        if len(self._principals) >= MAX_ENTRIES:
+            self._principals.pop(next(iter(self._principals)))
+        self._principals[key] = (user, principal)
+        return principal
 
     async def _session_user(self, key: SessionKey) -> User | None:
         """The session's user from the database (None when the session has ended).
