@@ -157,7 +157,9 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, task: Task, subtasks: list[Task]) -> TaskOut:
-        fields = task.model_dump(include=set(cls.model_fields) - {"subtasks"})
+        # The task's own values (nested models as they are), not a dump of it to dicts
+        # that validation would then build into models again.
+        fields = {name: getattr(task, name) for name in cls.model_fields if name != "subtasks"}
         return cls(**fields, subtasks=[s.summary() for s in subtasks])
 
 
