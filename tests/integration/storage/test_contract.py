@@ -265,7 +265,7 @@ async def test_roots_created_together_get_their_events_and_audit_entries(store: 
     assert [[e.seq for e in events] for events in made] == [[1], [1], [1]]
     async with store.read() as tx:
         for root in roots:
-            assert (await tx.tasks.get(root.id)) is not None
+            assert (await tx.tasks.get(root.id)) == root
             assert [e.type for e in await tx.events.list_after(root.id)] == [EventType.TASK_CREATED]
         audit = await tx.audit.list(action="task.submit")
     assert [(e.resource_id, e.details, e.actor_id) for e in reversed(audit)] == [

@@ -22,7 +22,7 @@ from devteam.observability.tracing import trace_id_of
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
 from devteam.storage.repositories.audit import AuditRepository, audit_row
-from devteam.storage.repositories.tasks import task_to_row
+from devteam.storage.repositories.tasks import TaskRepository, task_to_row
 from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
 from devteam.storage.types import utcnow
@@ -179,7 +179,7 @@ class EventRepository(Repository):
                 values.append({**row, "type": item.type.value})
             made.append(events)
             task_rows.append({**task_to_row(root), "event_seq": len(events)})
-        await self.conn.execute(_INSERT_TASK, task_rows)
+        await TaskRepository(self.conn).insert_counted(task_rows)
         await self._insert(values)
         await AuditRepository(self.conn).append_many(
             [audit for _, _, audit in roots if audit is not None]
