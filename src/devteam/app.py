@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from devteam import __version__
 from devteam.agents.llm import check_models
@@ -91,6 +92,9 @@ per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) w
 """
 
 
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     settings: Settings,
     config: AppConfig | None = None,
@@ -160,8 +164,15 @@ def create_app(
             {"name": "agents", "description": "The agents of the team."},
             {"name": "rules", "description": "The TeamLeader's rules."},
         ],
+        # Without traces (see observability/tracing.py) no OpenTelemetry provider is set
+        # up, so FastAPI's own telemetry would do nothing: saying so spares it asking the
+        # providers on every request.
+        telemetry=None if tracing.enabled() else _NO_TELEMETRY,
     )
     install_error_handlers(app)
+    # Requests are matched against the routes in the order they were added: the task
+    # routes (submissions are the busiest) first. No other route's path overlaps theirs.
+    app.include_router(tasks.router)
     install_docs(app)
     tracing.instrument_app(app)
     install_openapi_rules(app, app_config.security.passwords)
@@ -172,7 +183,6 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(mcp.router)
     app.include_router(metrics.router)
-    app.include_router(tasks.router)
     app.include_router(streams.router)
     app.include_router(webhooks.router)
     app.include_router(agents_routes.router)

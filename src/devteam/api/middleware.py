@@ -140,8 +140,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await self._too_large(send)
+                return
+            # The server reads no more than the declared length as this request's body.
+            await self.app(scope, receive, send)
             return
         seen = 0
 

@@ -20,6 +20,7 @@ request in the caller's read (GET, HEAD) or write (any other method) rate limit 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response, WebSocket
@@ -31,6 +32,7 @@ from devteam.domain.errors import Forbidden, ServiceUnavailable, Unauthorized
 from devteam.domain.permissions import Permission
 from devteam.security import Auditor, Origin, Principal, Security
 from devteam.security.ratelimit import RateLimitScope
+from devteam.services import Services
 
 TOKEN_URL = "/api/v1/auth/token"
 
@@ -76,6 +78,13 @@ async def get_current_user(
     response: Response,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
+    return await _authenticated(security, request, response, token)
+
+
+async def _authenticated(
+    security: Security, request: Request, response: Response, token: str | None
+) -> Principal:
+    """The caller of `token`, counted in their read or write rate limit."""
     if not token:
         raise Unauthorized("authentication required: send Authorization: Bearer <token>")
     caller = await security.authenticate(token, auditor=_sign_in_auditor(security, request))
@@ -110,6 +119,43 @@ def require(permission: Permission) -> DependsParam:
 
     has_permission.__name__ = f"require_{permission.value.replace(':', '_')}"
     return DependsParam(has_permission)
+
+
+@dataclass(frozen=True, slots=True)
+class Acting:
+    """An authenticated caller allowed a permission, and what a route needs to act for them."""
+
+    caller: Principal
+    services: Services
+    security: Security
+    auditor: Auditor
+    """Stamping entries with this request's client IP and request id."""
+
+
+def acting(permission: Permission) -> DependsParam:
+    """`require(permission)` with the services, the security and an `Auditor` bound to
+    the request, resolved in one dependency instead of one each (for a hot route:
+    FastAPI's work per dependency costs more than what most of them do).
+
+    Use it as `Annotated[Acting, acting(...)]`; the checks and their order are
+    `CurrentUser`'s, then the permission's.
+    """
+
+    async def act(
+        request: Request,
+        response: Response,
+        token: Annotated[str | None, Depends(oauth2_scheme)],
+    ) -> Acting:
+        services: Services = request.app.state.services
+        security = await get_security(services)
+        caller = await _authenticated(security, request, response, token)
+        if not caller.can(permission):
+            raise Forbidden(f"this needs the {permission} permission")
+        auditor = security.auditor.bind(request_origin(request))
+        return Acting(caller, services, security, auditor)
+
+    act.__name__ = f"acting_{permission.value.replace(':', '_')}"
+    return DependsParam(act)
 
 
 def bearer_token(headers: Mapping[str, str], query_params: Mapping[str, str]) -> str | None:

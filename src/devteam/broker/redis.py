@@ -29,6 +29,24 @@ from devteam.observability.logging import get_logger
 
 log = get_logger(__name__)
 
+# Add each of ARGV to the stream KEYS[1] as a new entry; answer their ids in one string
+# (one reply to read, however many entries).
+_ADD = """
+local ids = {}
+for i, payload in ipairs(ARGV) do
+  ids[i] = redis.call('XADD', KEYS[1], '*', 'p', payload, 'n', '0')
+end
+return table.concat(ids, ' ')
+"""
+
+# Publish each (channel, message) pair of ARGV, in order: one command and one reply.
+_PUBLISH = """
+for i = 1, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return 0
+"""
+
 # Take up to ARGV[3] new entries from the streams in KEYS, in order (priority first).
 # When there are none, return the streams' last generated ids instead, to block on.
 _CLAIM = """
@@ -137,6 +155,7 @@ class RedisWorkQueue:
         self._prefix = prefix
         self._groups: set[str] = set()
         self._last_reclaim: dict[tuple[str, ...], float] = {}
+        self._add = client.register_script(_ADD)
         self._claim = client.register_script(_CLAIM)
         self._reclaim = client.register_script(_RECLAIM)
         self._extend = client.register_script(_EXTEND)
@@ -162,11 +181,10 @@ class RedisWorkQueue:
     async def enqueue(self, queue: str, payloads: Sequence[bytes]) -> list[str]:
         key = self._key(queue)
         await self._ensure_groups([key])
-        async with self._client.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.xadd(key, {"p": payload, "n": 0})
-            ids = await pipe.execute()
-        return [i.decode() for i in ids]
+        if not payloads:
+            return []
+        ids: bytes = await self._add(keys=[key], args=list(payloads))
+        return ids.decode().split(" ")
 
     def _messages(self, rows: Any) -> list[QueueMessage]:
         messages = []
@@ -271,6 +289,7 @@ class RedisPubSub:
         self._client = client
         self._prefix = prefix
         self._conn: RedisPubSubConnection = client.pubsub()
+        self._publish = client.register_script(_PUBLISH)
         self._handlers: dict[str, list[_RedisSubscription]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
@@ -288,10 +307,10 @@ class RedisPubSub:
             await self.publish(*messages[0])
             return
         if messages:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(self._channel(channel), message)
-                await pipe.execute()
+            pairs: list[str | bytes] = []
+            for channel, message in messages:
+                pairs += [self._channel(channel), message]
+            await self._publish(args=pairs)
 
     async def subscribe(self, channel: str, handler: MessageHandler) -> _RedisSubscription:
         subscription = _RedisSubscription(self, channel, handler)

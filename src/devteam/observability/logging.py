@@ -8,6 +8,7 @@ structlog and from the standard library (uvicorn, SQLAlchemy), passes through
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -63,7 +64,7 @@ def _redact(value: Any, depth: int = 0) -> Any:
         return redact_text(value)
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _redact(v, depth + 1)
+            k: REDACTED if isinstance(k, str) and _secret_key(k) else _redact(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -77,10 +78,23 @@ def drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     return event_dict
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    # Log lines use the same few keys over and over: each is searched once.
+    return _SECRET_KEY.search(key) is not None
+
+
+_WRITTEN_HERE = frozenset({"level", "logger", "timestamp"})
+"""Keys whose values the processors before `redact_secrets` always write themselves
+(a level, a logger's name, the time): there is nothing to search in them."""
+
+
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Replace secret values by key name and secret-looking text anywhere in the line."""
     for key, value in list(event_dict.items()):
-        if _SECRET_KEY.search(key) and key not in ("exc_info", "exception"):
+        if key in _WRITTEN_HERE:
+            continue
+        if _secret_key(key) and key not in ("exc_info", "exception"):
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _redact(value)
@@ -140,6 +154,12 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
+    # No line shows the caller's file and line, thread or process: the standard library
+    # need not find them for every record (its logging HOWTO, "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -175,9 +175,24 @@ def route_label(scope: MutableMapping[str, Any]) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+_http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+"""The request counter and duration histogram of each (method, route, status), looked up
+once (`labels()` takes a lock and checks its arguments on every call). Bounded: routes
+are templates, and methods and statuses few."""
+
+
 def observe_http(scope: MutableMapping[str, Any], status: int, seconds: float) -> None:
     """Record one HTTP request (the edge middleware calls this after each response)."""
     method = str(scope.get("method", "GET"))
     route = route_label(scope)
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    series = _http_series.get((method, route, status))
+    if series is None:
+        series = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_DURATION.labels(method, route),
+        )
+        if len(_http_series) < 10_000:
+            _http_series[(method, route, status)] = series
+    requests, duration = series
+    requests.inc()
+    duration.observe(seconds)

@@ -12,9 +12,12 @@ logins) are refused with 503 `service_unavailable` and `Retry-After`, so an outa
 is a quick answer, never a hung request.
 
 On Redis, counting a request in every window of a scope and reading the windows
-back for the `RateLimit-*` headers is one script, one round trip (the `limits`
-library would take two per window); the script keeps the library's list layout
-and rules, so `check` and `record` (through the library) see the same windows.
+back for the `RateLimit-*` headers is one script (the `limits` library would take
+two round trips per window); the script keeps the library's list layout and
+rules, so `check` and `record` (through the library) see the same windows. Hits
+made while a script is in flight wait for it and go together in the next one, in
+the order they came: under load, one round trip counts the requests of many
+callers, and a hit alone still goes at once.
 """
 
 from __future__ import annotations
@@ -102,47 +105,78 @@ class RateLimitState:
         }
 
 
-# KEYS: one moving-window list per limit (newest entry first, as `limits` keeps
-# them). ARGV: now, then limit and expiry per key. Counts the hit in each window
-# in turn, stopping at the first that is full, as `MovingWindowRateLimiter.hit`
-# then `get_window_stats` per limit would. Answers {allowed, oldest, count} per
-# window looked at.
+MAX_HITS_PER_SCRIPT = 256
+"""Hits counted by one script at most; more waiting go in the next."""
+MAX_CALLERS_REMEMBERED = 10_000
+"""Callers whose window keys are kept worked out (the oldest are dropped first)."""
+
+# Counts hits of several callers in order. KEYS: every hit's moving-window lists
+# (one per limit, newest entry first, as `limits` keeps them), hit after hit.
+# ARGV: now, then per hit the number of its windows and, per window, its limit and
+# expiry. Counts each hit in its windows in turn, stopping at the first that is
+# full, as `MovingWindowRateLimiter.hit` then `get_window_stats` per limit would.
+# Answers one string: per hit (separated by "|") the windows looked at (by ";"),
+# each "allowed,oldest,count" - one reply to read however many hits there were.
 _HIT_AND_COUNT = """
 local now = tonumber(ARGV[1])
-local answers = {}
-for i, key in ipairs(KEYS) do
-    local limit = tonumber(ARGV[2 * i])
-    local expiry = tonumber(ARGV[2 * i + 1])
-    local allowed = 0
-    local last = redis.call('lindex', key, limit - 1)
-    if not (last and tonumber(last) >= now - expiry) then
-        redis.call('lpush', key, now)
-        redis.call('ltrim', key, 0, limit - 1)
-        redis.call('expire', key, expiry)
-        allowed = 1
-    end
-    local low, high, found = 0, redis.call('llen', key) - 1, nil
-    while low <= high do
-        local mid = math.floor((low + high) / 2)
-        local value = tonumber(redis.call('lindex', key, mid))
-        if value and value >= now - expiry then
-            found = mid
-            low = mid + 1
-        else
-            high = mid - 1
+local hits = {}
+local arg, k = 2, 1
+while arg <= #ARGV do
+    local windows = tonumber(ARGV[arg])
+    arg = arg + 1
+    local answers = {}
+    local stopped = false
+    for _ = 1, windows do
+        local key = KEYS[k]
+        local limit = tonumber(ARGV[arg])
+        local expiry = tonumber(ARGV[arg + 1])
+        k, arg = k + 1, arg + 2
+        if not stopped then
+            local allowed = 0
+            local last = redis.call('lindex', key, limit - 1)
+            if not (last and tonumber(last) >= now - expiry) then
+                redis.call('lpush', key, now)
+                redis.call('ltrim', key, 0, limit - 1)
+                redis.call('expire', key, expiry)
+                allowed = 1
+            end
+            local low, high, found = 0, redis.call('llen', key) - 1, nil
+            while low <= high do
+                local mid = math.floor((low + high) / 2)
+                local value = tonumber(redis.call('lindex', key, mid))
+                if value and value >= now - expiry then
+                    found = mid
+                    low = mid + 1
+                else
+                    high = mid - 1
+                end
+            end
+            local oldest, count = tostring(now), 0
+            if found then
+                oldest, count = tostring(redis.call('lindex', key, found)), found + 1
+            end
+            answers[#answers + 1] = allowed .. ',' .. oldest .. ',' .. count
+            stopped = allowed == 0
         end
     end
-    if found then
-        answers[i] = {allowed, tostring(redis.call('lindex', key, found)), found + 1}
-    else
-        answers[i] = {allowed, tostring(now), 0}
-    end
-    if allowed == 0 then
-        break
-    end
+    hits[#hits + 1] = table.concat(answers, ';')
 end
-return answers
+return table.concat(hits, '|')
 """
+
+Window = tuple[bool, float, int]
+"""What the script found in one window: (hit counted, oldest entry in it, entries)."""
+
+
+@dataclass(slots=True)
+class _PendingHit:
+    """One caller's hit waiting for the next script: its windows' keys and limits."""
+
+    keys: list[str]
+    items: list[RateLimitItem]
+    deadline: float
+    """When the caller gives up (the event loop's clock): its script must answer by then."""
+    done: asyncio.Future[list[Window]]
 
 
 class RateLimiter:
@@ -155,6 +189,9 @@ class RateLimiter:
             if self._redis is not None
             else None
         )
+        self._pending: list[_PendingHit] = []
+        self._window_keys: dict[tuple[RateLimitScope, str], list[str]] = {}
+        self._sending: asyncio.Task[None] | None = None
         self._timeout_s = config.storage_timeout_s
         self._skip_storage_until = 0.0
         self._limits: dict[RateLimitScope, list[RateLimitItem]] = {
@@ -175,7 +212,9 @@ class RateLimiter:
         `devteam_rate_limit_rejections_total`. With the storage unreachable, returns
         None for a scope that fails open and raises `ServiceUnavailable` otherwise.
         """
-        return await self._guarded(scope, lambda: self._count(scope, key, refuse=True))
+        return await self._guarded(
+            scope, lambda: self._count(scope, key, refuse=True), bounded=self._script is not None
+        )
 
     async def check(self, scope: RateLimitScope, key: str) -> None:
         """Refuse (`RateLimited`) when `key` has no room left in `scope`, counting nothing."""
@@ -183,12 +222,19 @@ class RateLimiter:
 
     async def record(self, scope: RateLimitScope, key: str) -> None:
         """Count one event (e.g. a failed login) of `key` in `scope`, refusing nothing."""
-        await self._guarded(scope, lambda: self._count(scope, key, refuse=False))
+        await self._guarded(
+            scope, lambda: self._count(scope, key, refuse=False), bounded=self._script is not None
+        )
 
-    async def _guarded(self, scope: RateLimitScope, work: Callable[[], Awaitable[T]]) -> T | None:
+    async def _guarded(
+        self, scope: RateLimitScope, work: Callable[[], Awaitable[T]], *, bounded: bool = False
+    ) -> T | None:
+        """`work()`, given up after the storage timeout (`bounded`: `work` sees to it)."""
         if time.monotonic() < self._skip_storage_until:
             return self._unavailable(scope)
         try:
+            if bounded:
+                return await work()
             async with asyncio.timeout(self._timeout_s):
                 return await work()
         except RateLimited:
@@ -217,9 +263,9 @@ class RateLimiter:
         )
 
     async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
-        identifier = _identifier(key)
         if self._script is not None:
-            return await self._count_in_one_script(scope, identifier, refuse=refuse)
+            return await self._count_in_one_script(scope, key, refuse=refuse)
+        identifier = _identifier(key)
         tightest: RateLimitState | None = None
         for item in self._limits[scope]:
             allowed = await self._strategy.hit(item, scope.value, identifier)
@@ -232,22 +278,23 @@ class RateLimiter:
         return tightest
 
     async def _count_in_one_script(
-        self, scope: RateLimitScope, identifier: str, *, refuse: bool
+        self, scope: RateLimitScope, key: str, *, refuse: bool
     ) -> RateLimitState:
-        assert self._redis is not None and self._script is not None
         items = self._limits[scope]
-        keys = [self._redis.bridge.prefixed_key(i.key_for(scope.value, identifier)) for i in items]
-        now = time.time()
-        args: list[float] = [now]
-        for item in items:
-            args += [item.amount, item.get_expiry()]
-        answers = await self._script(keys=keys, args=args)
+        loop = asyncio.get_running_loop()
+        hit = _PendingHit(
+            self._keys(scope, key), items, loop.time() + self._timeout_s, loop.create_future()
+        )
+        self._pending.append(hit)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_pending(), name="rate-limit-hits")
+        answers = await hit.done
         tightest: RateLimitState | None = None
         for item, (allowed, oldest, count) in zip(items, answers, strict=False):
             state = RateLimitState(
                 limit=item.amount,
-                remaining=max(0, item.amount - int(count)),
-                reset_after=max(0, math.ceil(float(oldest) + item.get_expiry() - time.time())),
+                remaining=max(0, item.amount - count),
+                reset_after=max(0, math.ceil(oldest + item.get_expiry() - time.time())),
                 window_s=item.get_expiry(),
             )
             if refuse and not allowed:
@@ -256,6 +303,57 @@ class RateLimiter:
                 tightest = state
         assert tightest is not None, "parse_many returns at least one limit"
         return tightest
+
+    def _keys(self, scope: RateLimitScope, key: str) -> list[str]:
+        """The Redis keys of `key`'s windows in `scope` (worked out once per caller)."""
+        keys = self._window_keys.get((scope, key))
+        if keys is None:
+            assert self._redis is not None
+            identifier = _identifier(key)
+            bridge = self._redis.bridge
+            limits = self._limits[scope]
+            keys = [bridge.prefixed_key(i.key_for(scope.value, identifier)) for i in limits]
+            if len(self._window_keys) >= MAX_CALLERS_REMEMBERED:
+                self._window_keys.pop(next(iter(self._window_keys)))
+            self._window_keys[(scope, key)] = keys
+        return keys
+
+    async def _send_pending(self) -> None:
+        """Count the waiting hits, as many as arrived, script after script.
+
+        A script must answer before the first of its callers gives up. When it
+        fails, the hits still waiting fail with it rather than wait their turn for a
+        storage that does not answer (each caller then answers by its scope).
+        """
+        assert self._script is not None
+        while self._pending:
+            batch = self._pending[:MAX_HITS_PER_SCRIPT]
+            del self._pending[: len(batch)]
+            keys: list[str] = []
+            args: list[float] = [time.time()]
+            for hit in batch:
+                keys += hit.keys
+                args.append(len(hit.items))
+                for item in hit.items:
+                    args += [item.amount, item.get_expiry()]
+            try:
+                async with asyncio.timeout_at(min(hit.deadline for hit in batch)):
+                    reply = await self._script(keys=keys, args=args)
+            except Exception as exc:
+                # Each caller answers for itself: fail open or refuse, by its scope.
+                for hit in [*batch, *self._pending]:
+                    if not hit.done.done():
+                        hit.done.set_exception(exc)
+                self._pending.clear()
+                continue
+            except BaseException:
+                for hit in [*batch, *self._pending]:
+                    hit.done.cancel()
+                self._pending.clear()
+                raise
+            for hit, answer in zip(batch, _hits_of(reply), strict=True):
+                if not hit.done.done():
+                    hit.done.set_result(answer)
 
     async def _test(self, scope: RateLimitScope, key: str) -> None:
         identifier = _identifier(key)
@@ -283,6 +381,19 @@ class RateLimiter:
             f"retry in {headers['Retry-After']} s",
             headers=headers,
         )
+
+
+def _hits_of(reply: bytes | str) -> list[list[Window]]:
+    """The script's answer, per hit, per window looked at."""
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    hits: list[list[Window]] = []
+    for hit in text.split("|"):
+        windows: list[Window] = []
+        for window in hit.split(";"):
+            allowed, oldest, count = window.split(",")
+            windows.append((allowed == "1", float(oldest), int(count)))
+        hits.append(windows)
+    return hits
 
 
 def _identifier(key: str) -> str:

@@ -18,6 +18,7 @@ every process the moment a session is revoked), else from one indexed query
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -31,7 +32,8 @@ from devteam.security.audit import AuditAction, Auditor
 from devteam.security.passwords import Passwords
 from devteam.security.ratelimit import RateLimiter, RateLimitScope
 from devteam.security.rbac import Principal, RolePermissions
-from devteam.security.session_cache import SessionCache
+from devteam.security.session_cache import MAX_ENTRIES, SessionCache, SessionKey
+from devteam.security.token_cache import VerifiedTokens
 from devteam.security.tokens import TokenClaims, TokenCodec, TokenType, hash_token_id
 from devteam.storage import Store, UnitOfWork
 
@@ -66,9 +68,14 @@ class Sessions:
         self.store = store
         self.cache = cache
         self.tokens = tokens
+        self.verified = VerifiedTokens(tokens)
         self.passwords = passwords
         self.permissions = permissions
         self.limiter = limiter
+        self._reading: dict[SessionKey, tuple[int, asyncio.Task[User | None]]] = {}
+        """Session reads in flight, with the cache generation each started in."""
+        self._principals: dict[SessionKey, tuple[User, Principal]] = {}
+        """The caller last made of each session's user (the same `User` makes the same one)."""
 
     async def login(self, username: str, password: str, *, auditor: Auditor) -> TokenPair:
         """Check a username and password and start a session.
@@ -186,18 +193,49 @@ class Sessions:
         Checks the token, then that its session is alive and its user active, and
         returns the user as stored now (a role change applies at once).
         """
-        claims = self.tokens.decode(access_token, TokenType.ACCESS)
+        claims = self.verified.access_claims(access_token)
         key = (claims.session_id, claims.subject)
         user = self.cache.get(key)
         if user is None:
-            generation = self.cache.generation
-            async with self.store.read_statement() as tx:
-                user = await tx.refresh_tokens.session_user(claims.session_id, claims.subject)
-            if user is not None:
-                self.cache.put(key, user, generation)
+            user = await self._session_user(key)
         if user is None or not user.is_active:
             raise Unauthorized("the session has ended; log in again")
-        return self.permissions.principal(user, session_id=claims.session_id)
+        known = self._principals.get(key)
+        if known is not None and known[0] is user:
+            return known[1]
+        principal = self.permissions.principal(user, session_id=claims.session_id)
+        if len(self._principals) >= MAX_ENTRIES:
+            self._principals.pop(next(iter(self._principals)))
+        self._principals[key] = (user, principal)
+        return principal
+
+    async def _session_user(self, key: SessionKey) -> User | None:
+        """The session's user from the database (None when the session has ended).
+
+        Requests of one session arriving together (its cache entry just expired)
+        share one read, unless a session changed since it started: then they read
+        again, so nothing revoked before a request came is let through.
+        """
+        generation = self.cache.generation
+        reading = self._reading.get(key)
+        if reading is None or reading[0] != generation:
+            read = asyncio.create_task(self._read_session(key, generation))
+            reading = self._reading[key] = (generation, read)
+            read.add_done_callback(lambda _: self._forget_read(key, reading))
+        return await asyncio.shield(reading[1])
+
+    async def _read_session(self, key: SessionKey, generation: int) -> User | None:
+        async with self.store.read_statement() as tx:
+            user = await tx.refresh_tokens.session_user(*key)
+        if user is not None:
+            self.cache.put(key, user, generation)
+        return user
+
+    def _forget_read(self, key: SessionKey, reading: tuple[int, asyncio.Task[User | None]]) -> None:
+        if self._reading.get(key) is reading:
+            del self._reading[key]
+        if not reading[1].cancelled():
+            reading[1].exception()  # retrieved even when every request waiting for it left
 
     async def _start(
         self,

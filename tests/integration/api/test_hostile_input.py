@@ -104,6 +104,21 @@ async def test_json_no_backend_stores_faithfully_is_refused(
     assert listed["items"] == []
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32-be"])
+async def test_hostile_json_is_refused_in_any_encoding_json_allows(
+    make_auth_client: Callable[..., Any], encoding: str
+) -> None:
+    # Most bodies are let through after a look at their bytes; one in UTF-16 or
+    # UTF-32 (which JSON parsers accept too) must not slip past that look.
+    body = f'{{"task": "{TASK}", "complexity": 3, "metadata": {{"k": "x\\u0000"}}}}'
+    async with make_auth_client() as (app, client):
+        headers = await admin_headers(app, client)
+        response = await client.post(
+            "/api/v1/tasks", content=body.encode(encoding), headers=json_headers(headers)
+        )
+    assert_refused(response, "metadata.k")
+
+
 async def test_login_form_with_nul_is_refused_before_anything_is_recorded(
     database_url: str, make_auth_client: Callable[..., Any]
 ) -> None:

@@ -12,10 +12,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from devteam.broker.memory import MemoryPubSub
 from devteam.domain.enums import Role
+from devteam.domain.errors import Unauthorized
 from devteam.domain.users import User
 from devteam.security.session_cache import SessionCache
+from devteam.storage.repositories.tokens import RefreshTokenRepository
 from devteam.storage.types import utcnow
 from tests.auth import add_user, assert_error, bearer, login, services_of
 
@@ -187,3 +191,37 @@ async def test_a_change_announced_elsewhere_is_forgotten_here() -> None:
     finally:
         await here.close()
         await there.close()
+
+
+async def test_requests_arriving_together_share_one_read_unless_a_session_changed(
+    make_auth_client: Callable[..., Any], monkeypatch: Any
+) -> None:
+    async with make_auth_client() as (app, client):
+        user = await add_user(app)
+        tokens = await login(client, user.username)
+        security = services_of(app).security
+        reads: list[tuple[uuid.UUID, uuid.UUID]] = []
+        release = asyncio.Event()
+        real = RefreshTokenRepository.session_user
+
+        async def counted(self: RefreshTokenRepository, *key: Any) -> User | None:
+            reads.append(key)
+            await release.wait()
+            return await real(self, *key)
+
+        monkeypatch.setattr(RefreshTokenRepository, "session_user", counted)
+        security.session_cache.clear()
+        token = tokens["access_token"]
+        together = [asyncio.create_task(security.authenticate(token)) for _ in range(5)]
+        await delivered(lambda: len(reads) == 1)
+        # A revocation while that read is under way: a request after it reads again.
+        async with services_of(app).store.transaction() as tx:
+            await tx.refresh_tokens.revoke_user(user.id)
+        await security.session_cache.user_changed(user.id)
+        after = asyncio.create_task(security.authenticate(token))
+        await delivered(lambda: len(reads) == 2)
+        release.set()
+        await asyncio.gather(*together, return_exceptions=True)
+        assert len(reads) == 2
+        with pytest.raises(Unauthorized):
+            await after

@@ -75,6 +75,29 @@ async def test_every_limit_of_a_scope_applies(broker: Broker) -> None:
     assert "at most 2 per minute" in caught.value.message
 
 
+async def test_concurrent_hits_are_counted_one_by_one_in_the_order_they_came(
+    broker: Broker,
+) -> None:
+    # On Redis, hits made while a script is in flight go together in the next one.
+    limiter = RateLimiter(broker.rate_limit_storage(), LIMITS)
+    jobs = [limiter.hit(RateLimitScope.WRITE, "u1") for _ in range(5)]
+    jobs += [limiter.hit(RateLimitScope.LOGIN_FAILURES_USERNAME, "ada") for _ in range(3)]
+    jobs.append(limiter.hit(RateLimitScope.WRITE, "u2"))
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    writes, logins, other = outcomes[:5], outcomes[5:8], outcomes[8]
+    assert [s.remaining for s in writes[:3] if not isinstance(s, BaseException)] == [2, 1, 0]
+    assert all(isinstance(e, RateLimited) for e in writes[3:])
+    # The tightest window of the scope answers; the third hit finds it full.
+    assert [(s.limit, s.remaining) for s in logins[:2] if not isinstance(s, BaseException)] == [
+        (2, 1),
+        (2, 0),
+    ]
+    assert isinstance(logins[2], RateLimited)
+    assert "at most 2 per minute" in logins[2].message
+    assert not isinstance(other, BaseException) and other is not None
+    assert other.remaining == 2
+
+
 @pytest.mark.redis
 async def test_processes_share_one_window_on_redis(redis_url: str, redis_prefix: str) -> None:
     first, second = (
@@ -161,4 +184,33 @@ async def test_an_unreachable_storage_fails_reads_open_and_writes_closed_quickly
         finally:
             if outage == "paused":
                 server.resume()
+            await broker.close()
+
+
+@pytest.mark.redis
+async def test_hits_waiting_behind_a_script_without_answer_give_up_with_it(
+    tmp_path: Path,
+) -> None:
+    limits = LIMITS.model_copy(update={"storage_timeout_s": 0.5})
+    with own_redis(tmp_path) as server:
+        broker = RedisBroker(server.url, prefix="outage")
+        try:
+            limiter = RateLimiter(broker.rate_limit_storage(), limits)
+            assert await limiter.hit(RateLimitScope.READ, "u1") is not None
+            server.pause()
+            began = time.monotonic()
+            first = asyncio.create_task(limiter.hit(RateLimitScope.READ, "u1"))
+            await asyncio.sleep(0.3)
+            # These wait for the script in flight; when it gets no answer, they fail with
+            # it instead of waiting for a script of their own.
+            later = [
+                asyncio.create_task(limiter.hit(RateLimitScope.WRITE, f"u{i}")) for i in range(3)
+            ]
+            assert await first is None
+            for job in later:
+                with pytest.raises(ServiceUnavailable):
+                    await job
+            assert time.monotonic() - began < 0.5 + 0.2
+        finally:
+            server.resume()
             await broker.close()

@@ -242,6 +242,38 @@ async def test_audit_log_pages_newest_first(store: Store) -> None:
     assert [e.details["i"] for e in logins] == [3, 1]
 
 
+async def test_roots_created_together_get_their_events_and_audit_entries(store: Store) -> None:
+    user = await create_user(store)
+    roots = [make_task(user.id, task=f"root {i}") for i in range(3)]
+    entries = [
+        NewAuditEntry(
+            action="task.submit",
+            outcome=AuditOutcome.SUCCESS,
+            actor_id=user.id,
+            actor=user.username,
+            resource_type="task",
+            resource_id=str(root.id),
+            details={"i": i},
+        )
+        for i, root in enumerate(roots)
+    ]
+    first = [NewEvent(type=EventType.TASK_CREATED)]
+    async with store.transaction() as tx:
+        made = await tx.events.insert_roots(
+            [(roots[0], first, entries[0]), (roots[1], first, None), (roots[2], first, entries[2])]
+        )
+    assert [[e.seq for e in events] for events in made] == [[1], [1], [1]]
+    async with store.read() as tx:
+        for root in roots:
+            assert (await tx.tasks.get(root.id)) == root
+            assert [e.type for e in await tx.events.list_after(root.id)] == [EventType.TASK_CREATED]
+        audit = await tx.audit.list(action="task.submit")
+    assert [(e.resource_id, e.details, e.actor_id) for e in reversed(audit)] == [
+        (str(roots[0].id), {"i": 0}, user.id),
+        (str(roots[2].id), {"i": 2}, user.id),
+    ]
+
+
 async def test_idempotency_keys_expire(store: Store) -> None:
     user = await create_user(store)
     task = await create_root_task(store, user)

@@ -19,7 +19,7 @@ from devteam.api.access import readable_task, task_and_root
 from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
-from devteam.api.security import AuditorDep, CurrentUser, SecurityDep, require
+from devteam.api.security import Acting, AuditorDep, CurrentUser, acting
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
@@ -157,7 +157,9 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, task: Task, subtasks: list[Task]) -> TaskOut:
-        fields = task.model_dump(include=set(cls.model_fields) - {"subtasks"})
+        # The task's own values (nested models as they are), not a dump of it to dicts
+        # that validation would then build into models again.
+        fields = {name: getattr(task, name) for name in cls.model_fields if name != "subtasks"}
         return cls(**fields, subtasks=[s.summary() for s in subtasks])
 
 
@@ -294,10 +296,7 @@ async def _audit_refusals(
 )
 async def submit_task(
     body: TaskRequest,
-    caller: Annotated[Principal, require(Permission.TASKS_CREATE)],
-    services: ServicesDep,
-    security: SecurityDep,
-    auditor: AuditorDep,
+    acting_as: Annotated[Acting, acting(Permission.TASKS_CREATE)],
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -309,6 +308,8 @@ async def submit_task(
         ),
     ] = None,
 ) -> TaskOut:
+    caller, services, auditor = acting_as.caller, acting_as.services, acting_as.auditor
+    security = acting_as.security
     # Submissions have their own budget on top of the writes': each one starts work.
     state = await security.rate_limiter.hit(RateLimitScope.TASK_SUBMIT, str(caller.id))
     if state is not None and state.remaining < int(

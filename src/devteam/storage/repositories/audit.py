@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from devteam.domain.audit import AuditEntry, NewAuditEntry
+from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository
 from devteam.storage.tables import audit_log
-from devteam.storage.types import utcnow
+from devteam.storage.types import aware, utcnow
 
 _INSERT = sa.insert(audit_log)
+# On Postgres, entries written together go to asyncpg directly (see `driver_connection`).
+_COLUMNS = tuple(c.name for c in audit_log.c if c.name != "id")
+_PG_INSERT = (
+    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+)
 
 
 def audit_row(entry: NewAuditEntry) -> dict[str, object]:
@@ -20,11 +30,33 @@ def audit_row(entry: NewAuditEntry) -> dict[str, object]:
     return {**entry.model_dump(mode="json"), "actor_id": entry.actor_id, "ts": utcnow()}
 
 
+def _driver_value(column: str, value: object) -> object:
+    # As SQLAlchemy's column types would convert it: `details` serialized, `ts` UTC.
+    if column == "details":
+        return json.dumps(value)
+    if column == "ts":
+        assert isinstance(value, datetime)
+        return aware(value)
+    return value
+
+
 class AuditRepository(Repository):
     async def append(self, entry: NewAuditEntry) -> None:
         # JSON-safe values for `details`; the UUID column takes the UUID itself.
         # Parameters, not .values(): the statement stays one cached compiled form.
         await self.conn.execute(_INSERT, audit_row(entry))
+
+    async def append_many(self, entries: Sequence[NewAuditEntry]) -> None:
+        """`append` for several entries, in one statement."""
+        if not entries:
+            return
+        rows = [audit_row(entry) for entry in entries]
+        if self.dialect == "postgresql":
+            params = [[_driver_value(c, r[c]) for c in _COLUMNS] for r in rows]
+            driver = await driver_connection(self.conn)
+            await on_driver(self.conn, driver.executemany(_PG_INSERT, params), _PG_INSERT)
+        else:
+            await self.conn.execute(_INSERT, rows)
 
     async def list(
         self,

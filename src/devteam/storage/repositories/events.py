@@ -291,12 +291,11 @@ class EventRepository(Repository):
                 values.append({**row, "type": item.type.value})
             made.append(events)
             task_rows.append({**task_to_row(root), "event_seq": len(events)})
-        await self.conn.execute(_INSERT_TASK, task_rows)
+        await TaskRepository(self.conn).insert_counted(task_rows)
         await self._insert(values)
-        auditor = AuditRepository(self.conn)
-        for _, _, audit in roots:
-            if audit is not None:
-                await auditor.append(audit)
+        await AuditRepository(self.conn).append_many(
+            [audit for _, _, audit in roots if audit is not None]
+        )
         return made
 
     async def insert_root(

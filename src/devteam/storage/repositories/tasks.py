@@ -341,6 +341,11 @@ def task_arrays(new: Sequence[Task]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+# New roots written with their first events: every column, the event counter too.
+_PG_INSERT_COUNTED = (
+    f"INSERT INTO tasks ({_PG_COLUMNS}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+)
 _PG_TREE_COLUMNS = ", ".join(
     'CASE WHEN "status" = \'pending\' THEN "plan" END AS "plan"' if c == "plan" else f'"{c}"'
     for c in _COLUMNS
@@ -397,6 +402,19 @@ class TaskRepository(Repository):
             await on_driver(self.conn, driver.executemany(_PG_INSERT, rows), _PG_INSERT)
         else:
             await self.conn.execute(_INSERT, [task_to_row(t) for t in new])
+
+    async def insert_counted(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows of `task_to_row` that carry their `event_seq` too (new roots
+        written with their first events; see `EventRepository.insert_roots`)."""
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            params = [_driver_params(row, _COLUMNS) for row in rows]
+            driver = await driver_connection(self.conn)
+            call = driver.executemany(_PG_INSERT_COUNTED, params)
+            await on_driver(self.conn, call, _PG_INSERT_COUNTED)
+        else:
+            await self.conn.execute(_INSERT, list(rows))
 
     async def get(self, task_id: UUID, *, for_update: bool = False) -> Task | None:
         query = sa.select(tasks).where(tasks.c.id == task_id)
