@@ -48,6 +48,8 @@ BEGIN
         SELECT t.created_by, t.agent_type::text, count(*)::bigint
         FROM tasks AS t
         WHERE t.status = ANY(running) AND t.lease_owner IS NOT NULL
+            -- the partial index of unfinished work: searched, not every task scanned
+            AND t.status NOT IN ('completed', 'failed', 'cancelled')
         GROUP BY t.created_by, t.agent_type;
 END
 $$
