@@ -25,6 +25,7 @@ from devteam.storage import Database, Store
 
 FINISHED = ("completed", "failed", "cancelled")
 TERMINAL_EVENTS = ("task.completed", "task.failed", "task.cancelled")
+_TERMINAL_BYTES = tuple(f'"{name}"'.encode() for name in TERMINAL_EVENTS)
 
 
 def rules(global_limit: int) -> TeamLeaderConfig:
@@ -106,6 +107,10 @@ async def wait_finished(bench: Bench, root_ids: list[Any], timeout: float = 600)
 
     def on_events(raw: bytes) -> None:
         nonlocal finished_at
+        # Only a message that names an end is read: the waiting should cost as little
+        # as it can while what it waits for runs.
+        if not any(end in raw for end in _TERMINAL_BYTES):
+            return
         for event in decode_events(raw):
             if event.subtask_id is None and event.type.value in TERMINAL_EVENTS:
                 pending.discard(event.task_id)
