@@ -282,7 +282,7 @@ class Engine:
         within: Within | None = None,
     ) -> list[tuple[Task, list[Event]]]:
         outbox = Outbox()
-        one_statement = len(roots) == 1 and within is None
+        one_statement = within is None
         session: AbstractAsyncContextManager[UnitOfWork] = (
             self.store.write_statement() if one_statement else self.store.transaction()
         )

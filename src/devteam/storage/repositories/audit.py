@@ -11,7 +11,12 @@ import sqlalchemy as sa
 
 from devteam.domain.audit import AuditEntry, NewAuditEntry
 from devteam.storage.database import driver_connection, on_driver
-from devteam.storage.repositories._base import Repository
+from devteam.storage.repositories._base import (
+    Repository,
+    pg_array_types,
+    pg_insert_unnest,
+    transposed,
+)
 from devteam.storage.tables import audit_log
 from devteam.storage.types import aware, utcnow
 
@@ -22,6 +27,23 @@ _PG_INSERT = (
     f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
 )
+
+
+_PG_ARRAY_TYPES = pg_array_types(audit_log, _COLUMNS)
+AUDIT_ARRAYS = len(_COLUMNS)
+"""How many parameters `pg_append_arrays` takes."""
+
+
+def pg_append_arrays(first: int) -> str:
+    """An insert of audit entries whose every column is one array parameter, numbered
+    from `first` (for a statement that does more; see `audit_arrays`)."""
+    return pg_insert_unnest("audit_log", _COLUMNS, _PG_ARRAY_TYPES, first)
+
+
+def audit_arrays(entries: Sequence[NewAuditEntry]) -> list[list[object]]:
+    """The parameters of `pg_append_arrays`: one list per column."""
+    rows = [audit_row(entry) for entry in entries]
+    return transposed([[_driver_value(c, r[c]) for c in _COLUMNS] for r in rows], len(_COLUMNS))
 
 
 def audit_row(entry: NewAuditEntry) -> dict[str, object]:

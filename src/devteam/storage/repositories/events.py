@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -12,7 +11,6 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from devteam.domain.audit import NewAuditEntry
 from devteam.domain.errors import NotFound
@@ -21,19 +19,24 @@ from devteam.domain.tasks import Task
 from devteam.observability.tracing import TRACEPARENT_PATTERN, trace_id_of
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import Repository, trusted
-from devteam.storage.repositories.audit import AuditRepository, audit_row
+from devteam.storage.repositories.audit import (
+    AUDIT_ARRAYS,
+    AuditRepository,
+    audit_arrays,
+    pg_append_arrays,
+)
 from devteam.storage.repositories.tasks import (
-    TASK_ARRAYS,
     TaskRepository,
     change_groups,
     pg_insert_arrays,
     pg_update_arrays,
     task_arrays,
+    task_arrays_count,
     task_to_row,
     update_arrays,
 )
-from devteam.storage.tables import audit_log, tasks
 from devteam.storage.tables import events as events_table
+from devteam.storage.tables import tasks
 from devteam.storage.types import utcnow
 
 _INSERT_EVENTS = sa.insert(events_table)
@@ -97,7 +100,7 @@ def _pg_write(created: bool, groups: tuple[tuple[str, ...], ...]) -> str:
     first = 10
     if created:
         ctes.append(f"created AS ({pg_insert_arrays(first)})")
-        first += TASK_ARRAYS
+        first += task_arrays_count()
     names = []
     for i, columns in enumerate(groups):
         names.append(f"changed_{i}")
@@ -112,12 +115,19 @@ def _pg_write(created: bool, groups: tuple[tuple[str, ...], ...]) -> str:
 
 
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
-_PG_INSERT_EVENTS = (
-    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-    "SELECT id, task_id, subtask_id, seq, type, data::jsonb, ts, trace_id FROM unnest("
-    "$1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], "
-    "$7::timestamptz[], $8::text[]) AS e(id, task_id, subtask_id, seq, type, data, ts, trace_id)"
-)
+_EVENT_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "timestamptz", "text")
+
+
+def _pg_insert_events(first: int) -> str:
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_EVENT_ARRAY_TYPES))
+    return (
+        f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+        "SELECT id, task_id, subtask_id, seq, type, data::jsonb, ts, trace_id FROM unnest("
+        f"{arrays}) AS e(id, task_id, subtask_id, seq, type, data, ts, trace_id)"
+    )
+
+
+_PG_INSERT_EVENTS = _pg_insert_events(1)
 """Every event of a transaction in one statement: each column one array parameter."""
 
 
@@ -134,6 +144,14 @@ def _last_numbers(
     if missing := [root for root in counts if root not in last]:
         raise NotFound(f"task {missing[0]} does not exist")
     return last
+
+
+def _event_arrays(values: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """Event rows (`type` as its value) as the parameters of `_pg_insert_events`."""
+    return [
+        [json.dumps(v["data"]) for v in values] if c == "data" else [v[c] for v in values]
+        for c in _EVENT_COLUMNS
+    ]
 
 
 def _new_row(
@@ -260,12 +278,8 @@ class EventRepository(Repository):
         if not values:
             return
         if self.dialect == "postgresql":
-            columns = [
-                [json.dumps(v["data"]) for v in values] if c == "data" else [v[c] for v in values]
-                for c in _EVENT_COLUMNS
-            ]
             driver = await driver_connection(self.conn)
-            call = driver.execute(_PG_INSERT_EVENTS, *columns)
+            call = driver.execute(_PG_INSERT_EVENTS, *_event_arrays(values))
             await on_driver(self.conn, call, _PG_INSERT_EVENTS)
         else:
             await self.conn.execute(_INSERT_EVENTS, values)
@@ -273,13 +287,14 @@ class EventRepository(Repository):
     async def insert_roots(
         self, roots: Sequence[tuple[Task, Sequence[NewEvent], NewAuditEntry | None]]
     ) -> list[list[Event]]:
-        """`insert_root` for several new roots at once: their rows, their first events and
-        their audit entries in a few statements (one root alone: in one, on Postgres)."""
-        if len(roots) == 1:
-            root, first, audit = roots[0]
-            return [await self.insert_root(root, first, audit=audit)]
+        """Insert new root tasks with the start of their histories (events 1..n each) and,
+        given them, the audit entries of their creation.
+
+        Nobody else sees the rows before the commit, so their counters are written as
+        n rather than incremented. On Postgres all of it is one statement, one round
+        trip, atomic by itself.
+        """
         now = utcnow()
-        task_rows: list[dict[str, Any]] = []
         values: list[dict[str, Any]] = []
         made: list[list[Event]] = []
         for root, first, _ in roots:
@@ -290,63 +305,31 @@ class EventRepository(Repository):
                 events.append(_event(row))
                 values.append({**row, "type": item.type.value})
             made.append(events)
-            task_rows.append({**task_to_row(root), "event_seq": len(events)})
-        await TaskRepository(self.conn).insert_counted(task_rows)
+        audits = [audit for _, _, audit in roots if audit is not None]
+        if self.dialect == "postgresql":
+            statement = _pg_roots(bool(audits))
+            params = [
+                *task_arrays([root for root, _, _ in roots], [len(e) for e in made]),
+                *(audit_arrays(audits) if audits else []),
+                *_event_arrays(values),
+            ]
+            driver = await driver_connection(self.conn)
+            await on_driver(self.conn, driver.execute(statement, *params), statement)
+            return made
+        rows = [
+            {**task_to_row(root), "event_seq": len(events)}
+            for (root, _, _), events in zip(roots, made, strict=True)
+        ]
+        await self.conn.execute(_INSERT_TASK, rows)
         await self._insert(values)
-        await AuditRepository(self.conn).append_many(
-            [audit for _, _, audit in roots if audit is not None]
-        )
+        await AuditRepository(self.conn).append_many(audits)
         return made
 
     async def insert_root(
         self, root: Task, first: Sequence[NewEvent], *, audit: NewAuditEntry | None = None
     ) -> list[Event]:
-        """Insert a new root task with the start of its history (events 1..n) and,
-        given one, the audit entry of its creation.
-
-        Nobody else sees the row before the commit, so its counter is written as n
-        rather than incremented. On Postgres all of it is one statement (the task's
-        and the audit entry's inserts in CTEs), one round trip, atomic by itself.
-        """
-        now = utcnow()
-        trace_id = trace_id_of(root.trace_parent)
-        events = [
-            _event(_new_row(root.id, item, i + 1, now, trace_id)) for i, item in enumerate(first)
-        ]
-        task_row = {**task_to_row(root), "event_seq": len(events)}
-        values = [
-            {
-                "id": e.id,
-                "task_id": root.id,
-                "subtask_id": e.subtask_id,
-                "seq": e.seq,
-                "type": e.type.value,
-                "data": e.data,
-                "ts": now,
-                "trace_id": trace_id,
-            }
-            for e in events
-        ]
-        audit_values = audit_row(audit) if audit is not None else None
-        if self.dialect == "postgresql" and values:
-            params = {f"t_{k}": v for k, v in task_row.items()}
-            for i, row in enumerate(values):
-                params.update({f"e{i}_{k}": v for k, v in row.items()})
-            if audit_values is not None:
-                params.update({f"a_{k}": v for k, v in audit_values.items()})
-            statement = _root_statement(
-                tuple(task_row),
-                tuple(values[0]),
-                len(values),
-                tuple(audit_values) if audit_values is not None else (),
-            )
-            await self.conn.execute(statement, params)
-        else:
-            await self.conn.execute(_INSERT_TASK, task_row)
-            if values:
-                await self.conn.execute(_INSERT_EVENTS, values)
-            if audit is not None:
-                await AuditRepository(self.conn).append(audit)
+        """`insert_roots` of one root."""
+        (events,) = await self.insert_roots([(root, first, audit)])
         return events
 
     async def list_after(
@@ -375,46 +358,13 @@ class EventRepository(Repository):
 
 
 @functools.cache
-def _root_statement(
-    task_columns: tuple[str, ...],
-    event_columns: tuple[str, ...],
-    count: int,
-    audit_columns: tuple[str, ...],
-) -> sa.TextClause:
-    """INSERT of a task (in a CTE), `count` of its events and, with `audit_columns`,
-    an audit entry (in a CTE), with named parameters.
-
-    SQLAlchemy does not cache the compiled form of an insert in a CTE, so it is
-    rendered once per shape into a text statement (which it caches). The events'
-    foreign key is checked at the end of the statement, when the task's row exists.
-    """
-    params = [sa.bindparam(f"t_{c}", type_=tasks.c[c].type) for c in task_columns]
-    task = (
-        sa.insert(tasks)
-        .values({p.key.removeprefix("t_"): p for p in params})
-        .returning(tasks.c.id)
-        .cte("new_task")
-    )
-    rows = []
-    for i in range(count):
-        row = [sa.bindparam(f"e{i}_{c}", type_=events_table.c[c].type) for c in event_columns]
-        params += row
-        rows.append(dict(zip(event_columns, row, strict=True)))
-    statement = sa.insert(events_table).values(rows).add_cte(task)
-    if audit_columns:
-        audit = [sa.bindparam(f"a_{c}", type_=audit_log.c[c].type) for c in audit_columns]
-        params += audit
-        entry = (
-            sa.insert(audit_log)
-            .values(dict(zip(audit_columns, audit, strict=True)))
-            .returning(audit_log.c.id)
-            .cte("new_audit")
-        )
-        statement = statement.add_cte(entry)
-    dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
-    sql = str(statement.compile(dialect=dialect))
-    # `:name::TYPE` casts read as one odd parameter name in text(): spell them CAST.
-    sql = re.sub(
-        r":(\w+)::([A-Z][A-Z0-9_]*(?: WITH(?:OUT)? TIME ZONE)?(?:\[\])?)", r"CAST(:\1 AS \2)", sql
-    )
-    return sa.text(sql).bindparams(*params)
+def _pg_roots(audited: bool) -> str:
+    """New roots (with their event counters), their first events and, `audited`, the
+    audit entries of their creation, in one statement. The events' foreign key is
+    checked at the statement's end, when the tasks' rows exist."""
+    first = task_arrays_count(counted=True) + 1
+    ctes = [f"new_tasks AS ({pg_insert_arrays(1, counted=True)})"]
+    if audited:
+        ctes.append(f"new_audit AS ({pg_append_arrays(first)})")
+        first += AUDIT_ARRAYS
+    return f"WITH {', '.join(ctes)} {_pg_insert_events(first)}"

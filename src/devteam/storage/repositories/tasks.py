@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 
 from devteam.domain.enums import (
@@ -25,7 +23,13 @@ from devteam.domain.enums import (
 from devteam.domain.tasks import Budget, SubtaskRequest, Task, TaskError, Usage
 from devteam.domain.webhooks import Webhook, WebhookEvent
 from devteam.storage.database import driver_connection, on_driver
-from devteam.storage.repositories._base import Repository, trusted
+from devteam.storage.repositories._base import (
+    Repository,
+    pg_array_types,
+    pg_insert_unnest,
+    transposed,
+    trusted,
+)
 from devteam.storage.tables import tasks
 from devteam.storage.types import UTCDateTime, aware
 
@@ -263,7 +267,6 @@ _ENCODE: dict[str, Callable[[Any], Any]] = {
     **{c.name: json.dumps for c in tasks.c if isinstance(c.type, sa.JSON)},
     **{c.name: aware for c in tasks.c if isinstance(c.type, UTCDateTime)},
 }
-_PG_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS)
 _PG_INSERTED_COLUMNS = ", ".join(f'"{c}"' for c in _COLUMNS if c != "event_seq")
 # What `task_to_row` writes: every column but the event counter (see EventRepository).
 _INSERTED = tuple(c for c in _COLUMNS if c != "event_seq")
@@ -271,13 +274,7 @@ _PG_INSERT = (
     f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
 )
-# Array types of the columns, without lengths: an explicit cast to varchar(n) would cut a
-# longer value short, where the insert's own conversion refuses it.
-_PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-_PG_ARRAY_TYPES = {
-    c: re.sub(r"\(\d+\)", "", tasks.c[c].type.compile(dialect=_PG_DIALECT)) + "[]"
-    for c in _INSERTED
-}
+_PG_ARRAY_TYPES = pg_array_types(tasks, _COLUMNS)
 
 
 ChangeGroups = dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]]
@@ -330,28 +327,29 @@ def update_arrays(
     return arrays
 
 
-TASK_ARRAYS = len(_INSERTED)
-"""How many parameters `pg_insert_arrays` takes."""
+def task_arrays_count(*, counted: bool = False) -> int:
+    """How many parameters `pg_insert_arrays` takes."""
+    return len(_INSERTED) + counted
 
 
-def pg_insert_arrays(first: int) -> str:
+def pg_insert_arrays(first: int, *, counted: bool = False) -> str:
     """An insert of tasks whose every column is one array parameter, numbered from
-    `first` (for a statement that does more; see `task_arrays`)."""
-    arrays = ", ".join(f"${first + i}::{_PG_ARRAY_TYPES[c]}" for i, c in enumerate(_INSERTED))
-    return f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) SELECT * FROM unnest({arrays})"
+    `first` (for a statement that does more; see `task_arrays`); `counted`: with
+    their event counters too, last."""
+    columns = (*_INSERTED, "event_seq") if counted else _INSERTED
+    return pg_insert_unnest("tasks", columns, _PG_ARRAY_TYPES, first)
 
 
-def task_arrays(new: Sequence[Task]) -> list[list[Any]]:
-    """The parameters of `pg_insert_arrays`: one list per column."""
+def task_arrays(new: Sequence[Task], counters: Sequence[int] | None = None) -> list[list[Any]]:
+    """The parameters of `pg_insert_arrays`: one list per column (with `counters`, the
+    event counters of a `counted` insert)."""
     rows = [_driver_params(task_to_row(t), _INSERTED) for t in new]
-    return [list(column) for column in zip(*rows, strict=True)]
+    arrays = transposed(rows, len(_INSERTED))
+    if counters is not None:
+        arrays.append(list(counters))
+    return arrays
 
 
-# New roots written with their first events: every column, the event counter too.
-_PG_INSERT_COUNTED = (
-    f"INSERT INTO tasks ({_PG_COLUMNS}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
-)
 _PG_TREE_COLUMNS = ", ".join(
     'CASE WHEN "status" = \'pending\' THEN "plan" END AS "plan"' if c == "plan" else f'"{c}"'
     for c in _COLUMNS
@@ -408,19 +406,6 @@ class TaskRepository(Repository):
             await on_driver(self.conn, driver.executemany(_PG_INSERT, rows), _PG_INSERT)
         else:
             await self.conn.execute(_INSERT, [task_to_row(t) for t in new])
-
-    async def insert_counted(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert rows of `task_to_row` that carry their `event_seq` too (new roots
-        written with their first events; see `EventRepository.insert_roots`)."""
-        if not rows:
-            return
-        if self.dialect == "postgresql":
-            params = [_driver_params(row, _COLUMNS) for row in rows]
-            driver = await driver_connection(self.conn)
-            call = driver.executemany(_PG_INSERT_COUNTED, params)
-            await on_driver(self.conn, call, _PG_INSERT_COUNTED)
-        else:
-            await self.conn.execute(_INSERT, list(rows))
 
     async def get(self, task_id: UUID, *, for_update: bool = False) -> Task | None:
         query = sa.select(tasks).where(tasks.c.id == task_id)
