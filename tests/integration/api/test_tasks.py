@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import fastapi.routing
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from devteam.domain.enums import Role
@@ -80,6 +83,57 @@ async def test_submit_answers_202_with_the_task_and_audits_it(
     assert set(events["items"][0]) == EVENT_KEYS
     assert events["next_after"] is None
     assert audited == [("success", task["id"])]
+
+
+async def test_a_submission_answers_the_same_with_or_without_the_generic_solver(
+    make_auth_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain JSON submission finds its arguments without FastAPI's solver (api/direct.py);
+    # any other (here: a charset in the content type) goes through it. Both answer alike.
+    solved: list[str] = []
+    generic = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].headers.get("content-type", ""))
+        return await generic(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    content = json.dumps(body(metadata={"ticket": "OPS-42"})).encode()
+    answers = {}
+    async with make_auth_client() as (app, client):
+        headers = await user_headers(app, client)
+        solved.clear()
+        for kind in ("application/json", "application/json; charset=utf-8"):
+            sent = {**headers, "Content-Type": kind}
+            made = await client.post("/api/v1/tasks", content=content, headers=sent)
+            keyed = {**sent, "Idempotency-Key": kind}
+            first = await client.post("/api/v1/tasks", content=content, headers=keyed)
+            replay = await client.post("/api/v1/tasks", content=content, headers=keyed)
+            anonymous = await client.post(
+                "/api/v1/tasks", content=content, headers={"Content-Type": kind}
+            )
+            bad = await client.post("/api/v1/tasks", content=b'{"task": 1}', headers=sent)
+            answers[kind] = [made, first, replay, anonymous, bad]
+    # Directly: all but the invalid body (FastAPI answers its errors).
+    assert solved == ["application/json"] + ["application/json; charset=utf-8"] * 5
+    for direct, solver in zip(*answers.values(), strict=True):
+        assert direct.status_code == solver.status_code, (direct.text, solver.text)
+        assert direct.headers["content-type"] == solver.headers["content-type"]
+        limits = {k for k in direct.headers if k.startswith("ratelimit-")}
+        assert limits == {k for k in solver.headers if k.startswith("ratelimit-")}
+        one, other = direct.json(), solver.json()
+        if direct.status_code >= 400:
+            assert one["error"]["code"] == other["error"]["code"]
+            assert one["error"]["details"] == other["error"]["details"]
+        else:
+            assert set(one) == set(other) == TASK_KEYS | EXTRA_KEYS
+            assert {k: one[k] for k in ("task", "metadata", "status")} == {
+                k: other[k] for k in ("task", "metadata", "status")
+            }
+    assert [a.status_code for a in answers["application/json"]] == [202, 202, 200, 401, 422]
+    assert (
+        answers["application/json"][1].json()["id"] == answers["application/json"][2].json()["id"]
+    )
 
 
 # One bad value per rule of API.md's TaskRequest table: (id, body, the field reported).

@@ -6,20 +6,23 @@ the caller may not read is `404 not_found`, exactly as one that does not exist.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from devteam.api.access import readable_task, task_and_root
 from devteam.api.deps import ServicesDep, StoreDep
+from devteam.api.direct import Arguments, direct_post
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
-from devteam.api.security import Acting, AuditorDep, CurrentUser, acting
+from devteam.api.security import Acting, AuditorDep, CurrentUser, acting, oauth2_scheme
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
@@ -265,8 +268,36 @@ async def _audit_refusals(
         raise
 
 
-@router.post(
+_SUBMITTING = acting(Permission.TASKS_CREATE)
+_IDEMPOTENCY_KEY_MAX = 255
+
+
+async def _submission(route: APIRoute, request: Request, response: Response) -> Arguments:
+    """`submit_task`'s arguments for a usual submission: a JSON body that validates and
+    an `Idempotency-Key`, if any, of a valid length (see `api/direct.py`); the checks of
+    the caller are `acting`'s, in its order."""
+    if request.headers.get("content-type") != "application/json":
+        return None
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX:
+        return None
+    try:
+        document = json.loads(await request.body())
+    except ValueError:
+        return None
+    assert route.body_field is not None
+    body, errors = route.body_field.validate(document, {}, loc=("body",))
+    if errors:
+        return None
+    token = await oauth2_scheme(request)
+    acting_as = await _SUBMITTING.dependency(request, response, token)  # type: ignore[misc]
+    return {"body": body, "acting_as": acting_as, "response": response, "idempotency_key": key}
+
+
+@direct_post(
+    router,
     "",
+    resolve=_submission,
     summary="Submit a task",
     description=(
         "Creates a root task and hands it to the TeamLeader, which plans, routes and "
@@ -296,14 +327,14 @@ async def _audit_refusals(
 )
 async def submit_task(
     body: TaskRequest,
-    acting_as: Annotated[Acting, acting(Permission.TASKS_CREATE)],
+    acting_as: Annotated[Acting, _SUBMITTING],
     response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
             alias="Idempotency-Key",
             min_length=1,
-            max_length=255,
+            max_length=_IDEMPOTENCY_KEY_MAX,
             description="Any unique string (e.g. a UUID) naming this submission.",
         ),
     ] = None,
