@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import datetime
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -13,53 +11,39 @@ from devteam.domain.audit import AuditEntry, NewAuditEntry
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import (
     Repository,
-    pg_array_types,
-    pg_insert_unnest,
-    transposed,
+    json_records,
+    pg_insert_records,
+    pg_types,
 )
 from devteam.storage.tables import audit_log
-from devteam.storage.types import aware, utcnow
+from devteam.storage.types import utcnow
 
 _INSERT = sa.insert(audit_log)
-# On Postgres, entries written together go to asyncpg directly (see `driver_connection`).
+# On Postgres, entries written together go to asyncpg directly (see `driver_connection`),
+# in one JSON parameter.
 _COLUMNS = tuple(c.name for c in audit_log.c if c.name != "id")
-_PG_INSERT = (
-    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
-)
 
 
-_PG_ARRAY_TYPES = pg_array_types(audit_log, _COLUMNS)
-AUDIT_ARRAYS = len(_COLUMNS)
-"""How many parameters `pg_append_arrays` takes."""
+_PG_TYPES = pg_types(audit_log, _COLUMNS)
 
 
-def pg_append_arrays(first: int) -> str:
-    """An insert of audit entries whose every column is one array parameter, numbered
-    from `first` (for a statement that does more; see `audit_arrays`)."""
-    return pg_insert_unnest("audit_log", _COLUMNS, _PG_ARRAY_TYPES, first)
+def pg_append_records(param: int) -> str:
+    """An insert of the audit entries in JSON parameter `$param` (see `audit_records`)."""
+    return pg_insert_records("audit_log", _PG_TYPES, param)
 
 
-def audit_arrays(entries: Sequence[NewAuditEntry]) -> list[list[object]]:
-    """The parameters of `pg_append_arrays`: one list per column."""
-    rows = [audit_row(entry) for entry in entries]
-    return transposed([[_driver_value(c, r[c]) for c in _COLUMNS] for r in rows], len(_COLUMNS))
+def audit_records(entries: Sequence[NewAuditEntry]) -> str:
+    """The parameter of `pg_append_records`."""
+    return json_records(audit_row(entry) for entry in entries)
+
+
+_PG_APPEND = pg_append_records(1)
 
 
 def audit_row(entry: NewAuditEntry) -> dict[str, object]:
     """The audit_log row of `entry`, stamped now."""
     # JSON-safe values for `details`; the UUID column takes the UUID itself.
     return {**entry.model_dump(mode="json"), "actor_id": entry.actor_id, "ts": utcnow()}
-
-
-def _driver_value(column: str, value: object) -> object:
-    # As SQLAlchemy's column types would convert it: `details` serialized, `ts` UTC.
-    if column == "details":
-        return json.dumps(value)
-    if column == "ts":
-        assert isinstance(value, datetime)
-        return aware(value)
-    return value
 
 
 class AuditRepository(Repository):
@@ -72,13 +56,12 @@ class AuditRepository(Repository):
         """`append` for several entries, in one statement."""
         if not entries:
             return
-        rows = [audit_row(entry) for entry in entries]
         if self.dialect == "postgresql":
-            params = [[_driver_value(c, r[c]) for c in _COLUMNS] for r in rows]
             driver = await driver_connection(self.conn)
-            await on_driver(self.conn, driver.executemany(_PG_INSERT, params), _PG_INSERT)
+            call = driver.execute(_PG_APPEND, audit_records(entries))
+            await on_driver(self.conn, call, _PG_APPEND)
         else:
-            await self.conn.execute(_INSERT, rows)
+            await self.conn.execute(_INSERT, [audit_row(entry) for entry in entries])
 
     async def list(
         self,

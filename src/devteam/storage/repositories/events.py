@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -18,22 +17,27 @@ from devteam.domain.events import Event, NewEvent
 from devteam.domain.tasks import Task
 from devteam.observability.tracing import TRACEPARENT_PATTERN, trace_id_of
 from devteam.storage.database import driver_connection, on_driver
-from devteam.storage.repositories._base import Repository, trusted
+from devteam.storage.repositories._base import (
+    Repository,
+    json_records,
+    pg_insert_records,
+    pg_records,
+    pg_types,
+    trusted,
+)
 from devteam.storage.repositories.audit import (
-    AUDIT_ARRAYS,
     AuditRepository,
-    audit_arrays,
-    pg_append_arrays,
+    audit_records,
+    pg_append_records,
 )
 from devteam.storage.repositories.tasks import (
     TaskRepository,
     change_groups,
-    pg_insert_arrays,
-    pg_update_arrays,
-    task_arrays,
-    task_arrays_count,
+    pg_insert_tasks,
+    pg_update_records,
+    task_records,
     task_to_row,
-    update_arrays,
+    update_records,
 )
 from devteam.storage.tables import events as events_table
 from devteam.storage.tables import tasks
@@ -69,22 +73,30 @@ def _increment_statement(roots: int) -> sa.Update:
 
 # On Postgres, through the driver (see `driver_connection`): a transaction's writes in
 # one statement. Parameters $1, $2: the roots whose counters are raised by themselves and
-# by how much; $3..$9: the events, one array per column; then the new tasks' arrays, then
-# each change group's (see `pg_insert_arrays`, `pg_update_arrays`).
+# by how much; $3: the events (JSON records, see `json_records`); then the new tasks', then
+# each change group's (see `pg_insert_tasks`, `pg_update_records`).
 _PG_COUNTERS = (
     "counters AS ("
     " UPDATE tasks SET event_seq = tasks.event_seq + c.n"
     " FROM unnest($1::uuid[], $2::int[]) AS c(id, n) WHERE tasks.id = c.id"
     " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent)"
 )
+_PG_NUMBERED_EVENT_TYPES = {
+    "id": "UUID",
+    "task_id": "UUID",
+    "subtask_id": "UUID",
+    "offset_from_last": "INTEGER",
+    "type": "TEXT",
+    "data": "JSONB",
+    "ts": "TIMESTAMP WITH TIME ZONE",
+}
 _PG_NUMBERED_EVENTS = (
     "inserted AS ("
     " INSERT INTO events (id, task_id, subtask_id, seq, type, data, ts, trace_id)"
     " SELECT e.id, e.task_id, e.subtask_id, numbered.event_seq + e.offset_from_last, e.type,"
-    " e.data::jsonb, e.ts,"
+    " e.data, e.ts,"
     f" substring(numbered.trace_parent FROM '{TRACEPARENT_PATTERN}')"
-    " FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[], $8::text[],"
-    " $9::timestamptz[]) AS e(id, task_id, subtask_id, offset_from_last, type, data, ts)"
+    f" FROM {pg_records(3, _PG_NUMBERED_EVENT_TYPES, 'e')}"
     " JOIN numbered ON numbered.id = e.task_id)"
 )
 
@@ -97,15 +109,15 @@ def _pg_write(created: bool, groups: tuple[tuple[str, ...], ...]) -> str:
     offset. Returns every updated row's id, event counter and trace parent. Foreign keys
     are checked at the statement's end, when the new tasks are there."""
     ctes: list[str] = []
-    first = 10
+    param = 4
     if created:
-        ctes.append(f"created AS ({pg_insert_arrays(first)})")
-        first += task_arrays_count()
+        ctes.append(f"created AS ({pg_insert_tasks(param)})")
+        param += 1
     names = []
     for i, columns in enumerate(groups):
         names.append(f"changed_{i}")
-        ctes.append(pg_update_arrays(names[-1], columns, first))
-        first += len(columns) + 3
+        ctes.append(pg_update_records(names[-1], columns, param))
+        param += 1
     ctes.append(_PG_COUNTERS)
     numbered = " UNION ALL ".join(
         f"SELECT id, event_seq, trace_parent FROM {name}" for name in [*names, "counters"]
@@ -115,16 +127,11 @@ def _pg_write(created: bool, groups: tuple[tuple[str, ...], ...]) -> str:
 
 
 _EVENT_COLUMNS = ("id", "task_id", "subtask_id", "seq", "type", "data", "ts", "trace_id")
-_EVENT_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "timestamptz", "text")
+_PG_EVENT_TYPES = pg_types(events_table, _EVENT_COLUMNS)
 
 
-def _pg_insert_events(first: int) -> str:
-    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_EVENT_ARRAY_TYPES))
-    return (
-        f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-        "SELECT id, task_id, subtask_id, seq, type, data::jsonb, ts, trace_id FROM unnest("
-        f"{arrays}) AS e(id, task_id, subtask_id, seq, type, data, ts, trace_id)"
-    )
+def _pg_insert_events(param: int) -> str:
+    return pg_insert_records("events", _PG_EVENT_TYPES, param)
 
 
 _PG_INSERT_EVENTS = _pg_insert_events(1)
@@ -144,14 +151,6 @@ def _last_numbers(
     if missing := [root for root in counts if root not in last]:
         raise NotFound(f"task {missing[0]} does not exist")
     return last
-
-
-def _event_arrays(values: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-    """Event rows (`type` as its value) as the parameters of `_pg_insert_events`."""
-    return [
-        [json.dumps(v["data"]) for v in values] if c == "data" else [v[c] for v in values]
-        for c in _EVENT_COLUMNS
-    ]
 
 
 def _new_row(
@@ -232,26 +231,29 @@ class EventRepository(Repository):
     ) -> dict[UUID, list[Event]]:
         """`append_many` on Postgres, in one statement (see `_pg_write`)."""
         now = utcnow()
-        columns: list[list[Any]] = [[] for _ in range(7)]
-        ids, roots, subtasks, offsets, types, datas, stamps = columns
+        records: list[dict[str, Any]] = []
         for root, items in new.items():
             n = len(items)
             for i, item in enumerate(items):
-                ids.append(uuid.uuid4())
-                roots.append(root)
-                subtasks.append(item.subtask_id)
-                offsets.append(i + 1 - n)
-                types.append(item.type.value)
-                datas.append(json.dumps(item.data))
-                stamps.append(now)
+                records.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "task_id": root,
+                        "subtask_id": item.subtask_id,
+                        "offset_from_last": i + 1 - n,
+                        "type": item.type.value,
+                        "data": item.data,
+                        "ts": now,
+                    }
+                )
         groups = change_groups(changes)
         changed = {task_id for rows in groups.values() for _, task_id, _ in rows}
         alone = [root for root in counts if root not in changed]
-        params: list[Any] = [alone, [counts[root] for root in alone], *columns]
+        params: list[Any] = [alone, [counts[root] for root in alone], json_records(records)]
         if created:
-            params += task_arrays(created)
-        for group_columns, group_rows in groups.items():
-            params += update_arrays(group_columns, group_rows, counts)
+            params.append(task_records(created))
+        for group_rows in groups.values():
+            params.append(update_records(group_rows, counts))
         statement = _pg_write(bool(created), tuple(groups))
         driver = await driver_connection(self.conn)
         found = await on_driver(self.conn, driver.fetch(statement, *params), statement)
@@ -266,8 +268,9 @@ class EventRepository(Repository):
             seq, trace_id = last[root]
             events = []
             for item in items:
-                row = _new_row(root, item, seq + offsets[k], now, trace_id)
-                row["id"] = ids[k]
+                record = records[k]
+                row = _new_row(root, item, seq + record["offset_from_last"], now, trace_id)
+                row["id"] = record["id"]
                 events.append(_event(row))
                 k += 1
             appended[root] = events
@@ -279,7 +282,7 @@ class EventRepository(Repository):
             return
         if self.dialect == "postgresql":
             driver = await driver_connection(self.conn)
-            call = driver.execute(_PG_INSERT_EVENTS, *_event_arrays(values))
+            call = driver.execute(_PG_INSERT_EVENTS, json_records(values))
             await on_driver(self.conn, call, _PG_INSERT_EVENTS)
         else:
             await self.conn.execute(_INSERT_EVENTS, values)
@@ -309,9 +312,9 @@ class EventRepository(Repository):
         if self.dialect == "postgresql":
             statement = _pg_roots(bool(audits))
             params = [
-                *task_arrays([root for root, _, _ in roots], [len(e) for e in made]),
-                *(audit_arrays(audits) if audits else []),
-                *_event_arrays(values),
+                task_records([root for root, _, _ in roots], [len(e) for e in made]),
+                *([audit_records(audits)] if audits else []),
+                json_records(values),
             ]
             driver = await driver_connection(self.conn)
             await on_driver(self.conn, driver.execute(statement, *params), statement)
@@ -360,11 +363,9 @@ class EventRepository(Repository):
 @functools.cache
 def _pg_roots(audited: bool) -> str:
     """New roots (with their event counters), their first events and, `audited`, the
-    audit entries of their creation, in one statement. The events' foreign key is
-    checked at the statement's end, when the tasks' rows exist."""
-    first = task_arrays_count(counted=True) + 1
-    ctes = [f"new_tasks AS ({pg_insert_arrays(1, counted=True)})"]
+    audit entries of their creation, in one statement (one JSON parameter each). The
+    events' foreign key is checked at the statement's end, when the tasks' rows exist."""
+    ctes = [f"new_tasks AS ({pg_insert_tasks(1, counted=True)})"]
     if audited:
-        ctes.append(f"new_audit AS ({pg_append_arrays(first)})")
-        first += AUDIT_ARRAYS
-    return f"WITH {', '.join(ctes)} {_pg_insert_events(first)}"
+        ctes.append(f"new_audit AS ({pg_append_records(2)})")
+    return f"WITH {', '.join(ctes)} {_pg_insert_events(len(ctes) + 1)}"

@@ -25,9 +25,11 @@ from devteam.domain.webhooks import Webhook, WebhookEvent
 from devteam.storage.database import driver_connection, on_driver
 from devteam.storage.repositories._base import (
     Repository,
-    pg_array_types,
-    pg_insert_unnest,
-    transposed,
+    json_records,
+    pg_insert_records,
+    pg_records,
+    pg_types,
+    pg_value,
     trusted,
 )
 from devteam.storage.tables import tasks
@@ -274,7 +276,7 @@ _PG_INSERT = (
     f"INSERT INTO tasks ({_PG_INSERTED_COLUMNS}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
 )
-_PG_ARRAY_TYPES = pg_array_types(tasks, _COLUMNS)
+_PG_TYPES = pg_types(tasks, _COLUMNS)
 
 
 ChangeGroups = dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]]
@@ -295,59 +297,54 @@ def change_groups(changes: Sequence[tuple[Task, Task]]) -> ChangeGroups:
     return groups
 
 
-def pg_update_arrays(name: str, columns: tuple[str, ...], first: int) -> str:
-    """A CTE `name` updating `columns` of rows, each only at the version it was read at, and
-    raising their event counters: one array parameter per column, numbered from `first`,
-    then the rows' ids, their versions and the events added to each (see `update_arrays`).
+def pg_update_records(name: str, columns: tuple[str, ...], param: int) -> str:
+    """A CTE `name` updating `columns` of the rows in JSON parameter `$param`, each only at
+    the version it was read at, and raising their event counters (see `update_records`).
     Returns each updated row's id, event counter and trace parent."""
-    n = len(columns)
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    sets = ", ".join(f'"{c}" = v."{c}"' for c in columns)
-    arrays = ", ".join(f"${first + i}::{_PG_ARRAY_TYPES[c]}" for i, c in enumerate(columns))
+    types = {
+        **{c: _PG_TYPES[c] for c in columns},
+        "row_id": "UUID",
+        "row_version": "INTEGER",
+        "events_added": "INTEGER",
+    }
+    sets = ", ".join(f'"{c}" = {pg_value("v", c, _PG_TYPES[c])}' for c in columns)
     return (
         f"{name} AS (UPDATE tasks SET {sets}, event_seq = tasks.event_seq + v.events_added"
-        f" FROM unnest({arrays}, ${first + n}::uuid[], ${first + n + 1}::int[],"
-        f" ${first + n + 2}::int[]) AS v({quoted}, row_id, row_version, events_added)"
+        f" FROM {pg_records(param, types, 'v')}"
         " WHERE tasks.id = v.row_id AND tasks.version = v.row_version"
         " RETURNING tasks.id, tasks.event_seq, tasks.trace_parent)"
     )
 
 
-def update_arrays(
-    columns: tuple[str, ...],
-    rows: list[tuple[dict[str, Any], UUID, int]],
-    events_added: Mapping[UUID, int],
-) -> list[list[Any]]:
-    """The parameters of `pg_update_arrays` for `rows` of one change group."""
-    values = [_driver_params(row, columns) for row, _, _ in rows]
-    arrays = [list(column) for column in zip(*values, strict=True)]
-    arrays.append([task_id for _, task_id, _ in rows])
-    arrays.append([version for _, _, version in rows])
-    arrays.append([events_added.get(task_id, 0) for _, task_id, _ in rows])
-    return arrays
+def update_records(
+    rows: list[tuple[dict[str, Any], UUID, int]], events_added: Mapping[UUID, int]
+) -> str:
+    """The parameter of `pg_update_records` for `rows` of one change group."""
+    return json_records(
+        {
+            **values,
+            "row_id": task_id,
+            "row_version": version,
+            "events_added": events_added.get(task_id, 0),
+        }
+        for values, task_id, version in rows
+    )
 
 
-def task_arrays_count(*, counted: bool = False) -> int:
-    """How many parameters `pg_insert_arrays` takes."""
-    return len(_INSERTED) + counted
+def pg_insert_tasks(param: int, *, counted: bool = False) -> str:
+    """An insert of the tasks in JSON parameter `$param` (see `task_records`); `counted`:
+    with their event counters (else they start at 0)."""
+    columns = _COLUMNS if counted else _INSERTED
+    return pg_insert_records("tasks", {c: _PG_TYPES[c] for c in columns}, param)
 
 
-def pg_insert_arrays(first: int, *, counted: bool = False) -> str:
-    """An insert of tasks whose every column is one array parameter, numbered from
-    `first` (for a statement that does more; see `task_arrays`); `counted`: with
-    their event counters too, last."""
-    columns = (*_INSERTED, "event_seq") if counted else _INSERTED
-    return pg_insert_unnest("tasks", columns, _PG_ARRAY_TYPES, first)
-
-
-def task_arrays(new: Sequence[Task], counters: Sequence[int] | None = None) -> list[list[Any]]:
-    """The parameters of `pg_insert_arrays`: one list per column (with `counters`, the
-    event counters of a `counted` insert)."""
-    rows = [_driver_params(task_to_row(t), _INSERTED) for t in new]
-    arrays = transposed(rows, len(_INSERTED))
-    if counters is not None:
-        arrays.append(list(counters))
-    return arrays
+def task_records(new: Sequence[Task], counters: Sequence[int] | None = None) -> str:
+    """The parameter of `pg_insert_tasks` (with `counters`, of a `counted` one)."""
+    if counters is None:
+        return json_records(task_to_row(t) for t in new)
+    return json_records(
+        {**task_to_row(t), "event_seq": n} for t, n in zip(new, counters, strict=True)
+    )
 
 
 _PG_TREE_COLUMNS = ", ".join(
