@@ -19,7 +19,7 @@ request in the caller's read (GET, HEAD) or write (any other method) rate limit 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -85,14 +85,32 @@ async def _authenticated(
     security: Security, request: Request, response: Response, token: str | None
 ) -> Principal:
     """The caller of `token`, counted in their read or write rate limit."""
+    caller = await _caller(security, request, token)
+    await _count(security, request, response, caller)
+    return caller
+
+
+async def _caller(security: Security, request: Request, token: str | None) -> Principal:
     if not token:
         raise Unauthorized("authentication required: send Authorization: Bearer <token>")
-    caller = await security.authenticate(token, auditor=_sign_in_auditor(security, request))
+    return await security.authenticate(token, auditor=_sign_in_auditor(security, request))
+
+
+async def _count(
+    security: Security,
+    request: Request,
+    response: Response,
+    caller: Principal,
+    also: Sequence[RateLimitScope] = (),
+) -> None:
+    """Count the request in the caller's read or write limit, then in `also`, in one
+    request to the storage; the tightest state's `RateLimit-*` headers go on `response`."""
     scope = RateLimitScope.READ if request.method in READ_METHODS else RateLimitScope.WRITE
-    state = await security.rate_limiter.hit(scope, str(caller.id))
+    limiter = security.rate_limiter
+    key = str(caller.id)
+    state = await (limiter.hit_in_turn((scope, *also), key) if also else limiter.hit(scope, key))
     if state is not None:
         response.headers.update(state.headers())
-    return caller
 
 
 def _sign_in_auditor(security: Security, request: Request) -> Auditor | None:
@@ -130,6 +148,8 @@ class Acting:
     security: Security
     auditor: Auditor
     """Stamping entries with this request's client IP and request id."""
+    counted: frozenset[RateLimitScope] = frozenset()
+    """Rate limits this request was counted in besides the caller's reads or writes."""
 
 
 def acting(permission: Permission) -> DependsParam:
@@ -146,16 +166,32 @@ def acting(permission: Permission) -> DependsParam:
         response: Response,
         token: Annotated[str | None, Depends(oauth2_scheme)],
     ) -> Acting:
-        services: Services = request.app.state.services
-        security = await get_security(services)
-        caller = await _authenticated(security, request, response, token)
-        if not caller.can(permission):
-            raise Forbidden(f"this needs the {permission} permission")
-        auditor = security.auditor.bind(request_origin(request))
-        return Acting(caller, services, security, auditor)
+        return await act_for(request, response, token, permission)
 
     act.__name__ = f"acting_{permission.value.replace(':', '_')}"
     return DependsParam(act)
+
+
+async def act_for(
+    request: Request,
+    response: Response,
+    token: str | None,
+    permission: Permission,
+    *,
+    counted_with: Sequence[RateLimitScope] = (),
+) -> Acting:
+    """What `acting(permission)` resolves. The request is counted in `counted_with` too,
+    in the same request to the rate limits' storage, when the caller has the permission
+    (a caller without it is counted in their reads or writes only, then refused)."""
+    services: Services = request.app.state.services
+    security = await get_security(services)
+    caller = await _caller(security, request, token)
+    allowed = caller.can(permission)
+    await _count(security, request, response, caller, counted_with if allowed else ())
+    if not allowed:
+        raise Forbidden(f"this needs the {permission} permission")
+    auditor = security.auditor.bind(request_origin(request))
+    return Acting(caller, services, security, auditor, frozenset(counted_with))
 
 
 def bearer_token(headers: Mapping[str, str], query_params: Mapping[str, str]) -> str | None:

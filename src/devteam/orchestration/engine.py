@@ -240,9 +240,9 @@ class Engine:
         """Create a root task: its transition from nothing to `pending`, through the policy.
 
         Written with its first events and `audit` (the entry of its creation). Roots
-        created at the same moment are written together, in one transaction (a root
-        alone: in one statement, one round trip, on Postgres); with `within`, which runs
-        in the creating transaction, a root is written by itself.
+        created at the same moment are written together (on Postgres in one statement,
+        one round trip); with `within`, which runs in the creating transaction, a root is
+        written by itself. A caller that gives up waiting leaves its root to be written.
         """
         if within is not None:
             ((created, appended),) = await self._create([(root, audit)], within)
@@ -251,7 +251,8 @@ class Engine:
         self._creations.append(pending)
         if self._creating is None or self._creating.done():
             self._creating = asyncio.create_task(self._create_waiting(), name="create-roots")
-        return await asyncio.shield(pending.done)
+        # Cancelling the wait cancels `done` only: the batch settles the others.
+        return await pending.done
 
     async def _create_waiting(self) -> None:
         """Write the roots waiting to be created, as many as arrived, batch after batch."""

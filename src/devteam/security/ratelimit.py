@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar, cast
@@ -216,6 +216,23 @@ class RateLimiter:
             scope, lambda: self._count(scope, key, refuse=True), bounded=self._script is not None
         )
 
+    async def hit_in_turn(
+        self, scopes: Sequence[RateLimitScope], key: str
+    ) -> RateLimitState | None:
+        """`hit` in each of `scopes` in turn, as one request to the storage: the first scope
+        that refuses raises (the scopes after it count nothing). Returns the tightest state
+        of them all; with the storage unreachable, answers as the first scope does."""
+        if self._script is None or len(scopes) == 1:
+            states = [await self.hit(scope, key) for scope in scopes]
+            return min(
+                (state for state in states if state is not None),
+                key=lambda state: state.remaining,
+                default=None,
+            )
+        return await self._guarded(
+            scopes[0], lambda: self._count_in_one_script(scopes, key, refuse=True), bounded=True
+        )
+
     async def check(self, scope: RateLimitScope, key: str) -> None:
         """Refuse (`RateLimited`) when `key` has no room left in `scope`, counting nothing."""
         await self._guarded(scope, lambda: self._test(scope, key))
@@ -264,7 +281,7 @@ class RateLimiter:
 
     async def _count(self, scope: RateLimitScope, key: str, *, refuse: bool) -> RateLimitState:
         if self._script is not None:
-            return await self._count_in_one_script(scope, key, refuse=refuse)
+            return await self._count_in_one_script((scope,), key, refuse=refuse)
         identifier = _identifier(key)
         tightest: RateLimitState | None = None
         for item in self._limits[scope]:
@@ -278,23 +295,26 @@ class RateLimiter:
         return tightest
 
     async def _count_in_one_script(
-        self, scope: RateLimitScope, key: str, *, refuse: bool
+        self, scopes: Sequence[RateLimitScope], key: str, *, refuse: bool
     ) -> RateLimitState:
-        items = self._limits[scope]
+        counted = [(scope, item) for scope in scopes for item in self._limits[scope]]
+        keys = [k for scope in scopes for k in self._keys(scope, key)]
         loop = asyncio.get_running_loop()
         hit = _PendingHit(
-            self._keys(scope, key), items, loop.time() + self._timeout_s, loop.create_future()
+            keys, [item for _, item in counted], loop.time() + self._timeout_s, loop.create_future()
         )
         self._pending.append(hit)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.create_task(self._send_pending(), name="rate-limit-hits")
         answers = await hit.done
         tightest: RateLimitState | None = None
-        for item, (allowed, oldest, count) in zip(items, answers, strict=False):
+        now = time.time()
+        # The script stops at the first full window: the windows after it have no answer.
+        for (scope, item), (allowed, oldest, count) in zip(counted, answers, strict=False):
             state = RateLimitState(
                 limit=item.amount,
                 remaining=max(0, item.amount - count),
-                reset_after=max(0, math.ceil(oldest + item.get_expiry() - time.time())),
+                reset_after=max(0, math.ceil(oldest + item.get_expiry() - now)),
                 window_s=item.get_expiry(),
             )
             if refuse and not allowed:

@@ -75,6 +75,33 @@ async def test_every_limit_of_a_scope_applies(broker: Broker) -> None:
     assert "at most 2 per minute" in caught.value.message
 
 
+async def test_scopes_counted_in_turn_stop_at_the_first_that_refuses(broker: Broker) -> None:
+    limits = LIMITS.model_copy(update={"task_submissions_per_user": "2/minute"})
+    limiter = RateLimiter(broker.rate_limit_storage(), limits)
+    in_turn = (RateLimitScope.WRITE, RateLimitScope.TASK_SUBMIT)
+    # The tightest of the scopes' windows answers: 1 of 2 submissions left.
+    first = await limiter.hit_in_turn(in_turn, "u1")
+    assert first is not None and (first.limit, first.remaining) == (2, 1)
+    await limiter.hit_in_turn(in_turn, "u1")
+    with pytest.raises(RateLimited) as caught:
+        await limiter.hit_in_turn(in_turn, "u1")
+    assert "at most 2 per minute" in caught.value.message
+    # The writes counted all three; their window is now full, so the next request is
+    # refused there and counts nothing in the submissions' (still full) window.
+    with pytest.raises(RateLimited):
+        await limiter.hit(RateLimitScope.WRITE, "u1")
+    other = await limiter.hit_in_turn(in_turn, "u2")
+    assert other is not None and other.remaining == 1
+    # Refused by the writes: the submissions' window is not counted.
+    for _ in range(3):
+        await limiter.hit(RateLimitScope.WRITE, "u3")
+    with pytest.raises(RateLimited) as caught:
+        await limiter.hit_in_turn(in_turn, "u3")
+    assert "at most 3 per minute" in caught.value.message
+    submissions = await limiter.hit(RateLimitScope.TASK_SUBMIT, "u3")
+    assert submissions is not None and submissions.remaining == 1
+
+
 async def test_concurrent_hits_are_counted_one_by_one_in_the_order_they_came(
     broker: Broker,
 ) -> None:

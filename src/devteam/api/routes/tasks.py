@@ -22,7 +22,14 @@ from devteam.api.deps import ServicesDep, StoreDep
 from devteam.api.direct import Arguments, direct_post
 from devteam.api.docs import error_responses
 from devteam.api.pagination import decode_cursor, encode_cursor
-from devteam.api.security import Acting, AuditorDep, CurrentUser, acting, oauth2_scheme
+from devteam.api.security import (
+    Acting,
+    AuditorDep,
+    CurrentUser,
+    act_for,
+    acting,
+    oauth2_scheme,
+)
 from devteam.domain.audit import AuditOutcome, NewAuditEntry
 from devteam.domain.enums import AgentType, Phase, TaskStatus
 from devteam.domain.errors import Conflict, ErrorCode, Forbidden, NotFound, ValidationFailed
@@ -290,7 +297,14 @@ async def _submission(route: APIRoute, request: Request, response: Response) -> 
     if errors:
         return None
     token = await oauth2_scheme(request)
-    acting_as = await _SUBMITTING.dependency(request, response, token)  # type: ignore[misc]
+    # The body is valid: the submission limit is counted with the writes', in one go.
+    acting_as = await act_for(
+        request,
+        response,
+        token,
+        Permission.TASKS_CREATE,
+        counted_with=(RateLimitScope.TASK_SUBMIT,),
+    )
     return {"body": body, "acting_as": acting_as, "response": response, "idempotency_key": key}
 
 
@@ -342,11 +356,12 @@ async def submit_task(
     caller, services, auditor = acting_as.caller, acting_as.services, acting_as.auditor
     security = acting_as.security
     # Submissions have their own budget on top of the writes': each one starts work.
-    state = await security.rate_limiter.hit(RateLimitScope.TASK_SUBMIT, str(caller.id))
-    if state is not None and state.remaining < int(
-        response.headers.get("RateLimit-Remaining", state.remaining + 1)
-    ):
-        response.headers.update(state.headers())
+    if RateLimitScope.TASK_SUBMIT not in acting_as.counted:
+        state = await security.rate_limiter.hit(RateLimitScope.TASK_SUBMIT, str(caller.id))
+        if state is not None and state.remaining < int(
+            response.headers.get("RateLimit-Remaining", state.remaining + 1)
+        ):
+            response.headers.update(state.headers())
     if body.webhook is not None:
         await check_webhook(body.webhook, services.settings)
     details = {"agent_type": body.agent_type, "complexity": body.complexity}
