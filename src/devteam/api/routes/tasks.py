@@ -167,10 +167,12 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, task: Task, subtasks: list[Task]) -> TaskOut:
-        # The task's own values (nested models as they are), not a dump of it to dicts
-        # that validation would then build into models again.
-        fields = {name: getattr(task, name) for name in cls.model_fields if name != "subtasks"}
-        return cls(**fields, subtasks=[s.summary() for s in subtasks])
+        # The task's own values, validated when the task was made: taken as they are.
+        fields = {name: getattr(task, name) for name in _TASK_OUT_FIELDS}
+        return cls.model_construct(**fields, subtasks=[s.summary() for s in subtasks])
+
+
+_TASK_OUT_FIELDS = tuple(name for name in TaskOut.model_fields if name != "subtasks")
 
 
 class TaskPage(BaseModel):
