@@ -302,3 +302,25 @@ async def test_migrations_build_exactly_the_declared_tables(store: Store) -> Non
 
     async with store.db.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_writes_refuse_what_the_columns_refuse_and_write_nothing(store: Store) -> None:
+    user = await create_user(store)
+    fine = make_task(user.id, task="a root that is fine")
+    naive = make_task(user.id, task="a root made at a naive time")
+    naive = naive.model_copy(update={"created_at": naive.created_at.replace(tzinfo=None)})
+    first = [NewEvent(type=EventType.TASK_CREATED)]
+    with pytest.raises(Exception, match="naive datetime"):
+        async with store.transaction() as tx:
+            await tx.events.insert_roots([(fine, first, None), (naive, first, None)])
+    async with store.read() as tx:
+        assert await tx.tasks.get(fine.id) is None, "nothing of a refused write is kept"
+    if store.db.is_sqlite:
+        return  # SQLite keeps a text of any length in a VARCHAR(n) column.
+    too_long = make_task(user.id, task="a root whose project is too long")
+    too_long = too_long.model_copy(update={"project_id": "p" * 65})
+    with pytest.raises(Exception, match="value too long"):
+        async with store.transaction() as tx:
+            await tx.events.insert_roots([(fine, first, None), (too_long, first, None)])
+    async with store.read() as tx:
+        assert await tx.tasks.get(fine.id) is None, "nothing of a refused write is kept"

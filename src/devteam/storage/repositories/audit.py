@@ -34,7 +34,7 @@ def pg_append_records(param: int) -> str:
 
 def audit_records(entries: Sequence[NewAuditEntry]) -> str:
     """The parameter of `pg_append_records`."""
-    return json_records(audit_row(entry) for entry in entries)
+    return json_records((audit_row(entry) for entry in entries), times=("ts",))
 
 
 _PG_APPEND = pg_append_records(1)

@@ -249,7 +249,8 @@ class EventRepository(Repository):
         groups = change_groups(changes)
         changed = {task_id for rows in groups.values() for _, task_id, _ in rows}
         alone = [root for root in counts if root not in changed]
-        params: list[Any] = [alone, [counts[root] for root in alone], json_records(records)]
+        numbered = json_records(records, times=("ts",))
+        params: list[Any] = [alone, [counts[root] for root in alone], numbered]
         if created:
             params.append(task_records(created))
         for group_rows in groups.values():
@@ -282,7 +283,7 @@ class EventRepository(Repository):
             return
         if self.dialect == "postgresql":
             driver = await driver_connection(self.conn)
-            call = driver.execute(_PG_INSERT_EVENTS, json_records(values))
+            call = driver.execute(_PG_INSERT_EVENTS, json_records(values, times=("ts",)))
             await on_driver(self.conn, call, _PG_INSERT_EVENTS)
         else:
             await self.conn.execute(_INSERT_EVENTS, values)
@@ -314,7 +315,7 @@ class EventRepository(Repository):
             params = [
                 task_records([root for root, _, _ in roots], [len(e) for e in made]),
                 *([audit_records(audits)] if audits else []),
-                json_records(values),
+                json_records(values, times=("ts",)),
             ]
             driver = await driver_connection(self.conn)
             await on_driver(self.conn, driver.execute(statement, *params), statement)

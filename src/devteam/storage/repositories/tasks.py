@@ -277,6 +277,7 @@ _PG_INSERT = (
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_INSERTED) + 1))})"
 )
 _PG_TYPES = pg_types(tasks, _COLUMNS)
+_TIME_COLUMNS = tuple(c.name for c in tasks.c if isinstance(c.type, UTCDateTime))
 
 
 ChangeGroups = dict[tuple[str, ...], list[tuple[dict[str, Any], UUID, int]]]
@@ -321,13 +322,16 @@ def update_records(
 ) -> str:
     """The parameter of `pg_update_records` for `rows` of one change group."""
     return json_records(
-        {
-            **values,
-            "row_id": task_id,
-            "row_version": version,
-            "events_added": events_added.get(task_id, 0),
-        }
-        for values, task_id, version in rows
+        (
+            {
+                **values,
+                "row_id": task_id,
+                "row_version": version,
+                "events_added": events_added.get(task_id, 0),
+            }
+            for values, task_id, version in rows
+        ),
+        times=_TIME_COLUMNS,
     )
 
 
@@ -341,9 +345,10 @@ def pg_insert_tasks(param: int, *, counted: bool = False) -> str:
 def task_records(new: Sequence[Task], counters: Sequence[int] | None = None) -> str:
     """The parameter of `pg_insert_tasks` (with `counters`, of a `counted` one)."""
     if counters is None:
-        return json_records(task_to_row(t) for t in new)
+        return json_records((task_to_row(t) for t in new), times=_TIME_COLUMNS)
     return json_records(
-        {**task_to_row(t), "event_seq": n} for t, n in zip(new, counters, strict=True)
+        ({**task_to_row(t), "event_seq": n} for t, n in zip(new, counters, strict=True)),
+        times=_TIME_COLUMNS,
     )
 
 
