@@ -282,10 +282,12 @@ _IDEMPOTENCY_KEY_MAX = 255
 
 
 async def _submission(route: APIRoute, request: Request, response: Response) -> Arguments:
-    """`submit_task`'s arguments for a usual submission: a JSON body that validates and
-    an `Idempotency-Key`, if any, of a valid length (see `api/direct.py`); the checks of
-    the caller are `acting`'s, in its order."""
-    if request.headers.get("content-type") != "application/json":
+    """`submit_task`'s arguments for a usual submission: an `application/json` body (its
+    parameters aside: the text's encoding is told from its bytes, as FastAPI does) that
+    validates and an `Idempotency-Key`, if any, of a valid length (see `api/direct.py`);
+    the checks of the caller are `acting`'s, in their order."""
+    media_type, _, _ = request.headers.get("content-type", "").partition(";")
+    if media_type.strip().lower() != "application/json":
         return None
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX:
