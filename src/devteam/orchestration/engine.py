@@ -385,7 +385,12 @@ class Engine:
         return trees
 
     def _keep(self, trees: dict[UUID, Tree]) -> None:
-        """Hold the trees of a committed transaction for the next one, unless finished."""
+        """Hold the trees of a committed transaction for the next one, unless finished.
+
+        A process without executors of its own (an API replica beside workers) runs no
+        next transaction of these trees soon: it keeps none."""
+        if not self.local_runners:
+            return
         for root, tree in trees.items():
             if tree.root.status in TERMINAL_STATUSES:
                 continue
