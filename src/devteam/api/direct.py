@@ -40,7 +40,7 @@ def new_sub_response() -> Response:
     """The response a route's `Response` parameter is given, as FastAPI makes it: no
     status code and no headers until the endpoint or a dependency sets them."""
     response = Response()
-    del response.headers["content-length"]
+    response.raw_headers = []  # without its `content-length: 0`
     response.status_code = None  # type: ignore[assignment]
     return response
 
@@ -69,7 +69,7 @@ def direct_route(resolve: Resolver) -> type[APIRoute]:
                     status_code=sub_response.status_code or self.status_code or 200,
                     media_type="application/json",
                 )
-                response.headers.raw.extend(sub_response.headers.raw)
+                response.raw_headers.extend(sub_response.raw_headers)
                 return response
 
             return handler
